@@ -1,0 +1,148 @@
+//! Per-epoch checkpoints: weights, optimizer state, epoch and RNG state.
+//!
+//! Each checkpoint is a directory `checkpoints/epoch-NNNN/` holding
+//! `model.safetensors`, `optimizer.bpk` (Burn's burnpack of the RAdam state)
+//! and `state.json`. It is assembled in a hidden temporary directory and
+//! renamed into place, so a crash while saving leaves the previous
+//! checkpoints as they were and never a half-written one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::optim::ModuleOptimizer;
+use mnist_metrics::EpochPoint;
+use mnist_model::SeedCnn;
+use mnist_model::torch_io::{load_weights, weights_bytes, write_atomically};
+use serde::{Deserialize, Serialize};
+
+use crate::config::HyperParams;
+
+/// Everything but the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// The run's hyper-parameters.
+    pub hyper: HyperParams,
+    /// Dataset name.
+    pub dataset: String,
+    /// Backend the run trains on.
+    pub backend: String,
+    /// Device the run trains on.
+    pub device: String,
+    /// Training subset size, if limited.
+    pub train_limit: Option<usize>,
+    /// Test subset size, if limited.
+    pub test_limit: Option<usize>,
+    /// Per-epoch results so far.
+    pub history: Vec<EpochPoint>,
+    /// Seconds of training steps so far.
+    pub train_seconds: f64,
+    /// The RNG state. Initial weights come from `seed`, and the shuffle of
+    /// epoch `e` from `(seed, e)` alone, so the seed and the next epoch are
+    /// the whole state.
+    pub rng: RngState,
+}
+
+/// See [`TrainState::rng`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RngState {
+    /// The run's seed.
+    pub seed: u64,
+    /// The epoch whose shuffle comes next.
+    pub next_epoch: usize,
+}
+
+const MODEL: &str = "model.safetensors";
+const OPTIMIZER: &str = "optimizer.bpk";
+const STATE: &str = "state.json";
+
+fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Save a checkpoint after epoch `state.epochs_done`; returns its directory.
+pub fn save(
+    run_dir: &Path,
+    model: &SeedCnn,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<PathBuf> {
+    let dir = checkpoints_dir(run_dir);
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = format!("epoch-{:04}", state.epochs_done);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}-"))
+        .tempdir_in(&dir)
+        .with_context(|| format!("cannot create a temporary directory in {}", dir.display()))?;
+    let optimizer = optim
+        .into_bytes()
+        .context("cannot serialise the optimizer state")?;
+    let files: [(&str, &[u8]); 3] = [
+        (MODEL, &weights_bytes(model)),
+        (OPTIMIZER, &optimizer),
+        (STATE, &serde_json::to_vec_pretty(state)?),
+    ];
+    for (file, bytes) in files {
+        let path = tmp.path().join(file);
+        write_atomically(&path, bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let final_dir = dir.join(&name);
+    if final_dir.exists() {
+        fs::remove_dir_all(&final_dir)
+            .with_context(|| format!("cannot replace {}", final_dir.display()))?;
+    }
+    fs::rename(tmp.keep(), &final_dir)
+        .with_context(|| format!("cannot create {}", final_dir.display()))?;
+    Ok(final_dir)
+}
+
+/// The newest complete checkpoint of a run, if any.
+pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, TrainState)>> {
+    let dir = checkpoints_dir(run_dir);
+    if !run_dir.is_dir() {
+        bail!("{}: no such run directory", run_dir.display());
+    }
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(None);
+    };
+    let mut candidates: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let epoch = name.strip_prefix("epoch-")?.parse().ok()?;
+            Some((epoch, e.path()))
+        })
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    for (_, path) in candidates {
+        let state = fs::read(path.join(STATE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<TrainState>(&bytes).ok());
+        if let Some(state) = state
+            && path.join(MODEL).is_file()
+            && path.join(OPTIMIZER).is_file()
+        {
+            return Ok(Some((path, state)));
+        }
+    }
+    Ok(None)
+}
+
+/// Restore weights and optimizer state from a checkpoint directory.
+pub fn restore(
+    path: &Path,
+    model: SeedCnn,
+    optim: ModuleOptimizer,
+) -> Result<(SeedCnn, ModuleOptimizer)> {
+    let model = load_weights(model, &path.join(MODEL))?;
+    let optim = optim.load(path.join(OPTIMIZER)).with_context(|| {
+        format!(
+            "{}: cannot read the optimizer state",
+            path.join(OPTIMIZER).display()
+        )
+    })?;
+    Ok((model, optim))
+}

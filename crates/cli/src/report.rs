@@ -1,0 +1,138 @@
+//! What a finished training or evaluation leaves behind: the notebook's
+//! printout and the run directory's files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use mnist_metrics::plot::{confusion_matrix_png, curves_png};
+use mnist_metrics::{ConfusionMatrix, EpochPoint};
+use mnist_model::torch_io::write_atomically;
+use serde::Serialize;
+
+use crate::config::HyperParams;
+
+/// What was run: everything in `metrics.json` except the scores.
+#[derive(Debug, Serialize)]
+pub struct RunInfo {
+    /// Training images per epoch (0 for a bare evaluation).
+    pub train_images: usize,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Seconds spent in training steps (not counting evaluation).
+    pub train_seconds: f64,
+    /// Seconds spent evaluating the final model on the test set.
+    pub eval_seconds: f64,
+    /// Backend name.
+    pub backend: String,
+    /// Device.
+    pub device: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Model name.
+    pub model: String,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Hyper-parameters (absent for a bare evaluation).
+    pub hyper_parameters: Option<HyperParams>,
+    /// Weights evaluated (for `mnist eval`).
+    pub weights: Option<PathBuf>,
+    /// Per-epoch training loss and test accuracy.
+    pub history: Vec<EpochPoint>,
+    /// Class names, index = label.
+    pub class_names: Vec<String>,
+}
+
+/// Everything `metrics.json` holds.
+#[derive(Debug, Serialize)]
+pub struct Metrics {
+    /// Test accuracy in [0, 1].
+    pub test_accuracy: f64,
+    /// Test images classified correctly.
+    pub correct: u64,
+    /// Test images.
+    pub test_images: u64,
+    /// What was run.
+    #[serde(flatten)]
+    pub run: RunInfo,
+    /// `confusion_matrix[true][predicted]`.
+    pub confusion_matrix: Vec<Vec<u64>>,
+    /// Per-class precision, recall, F1 and support.
+    pub per_class: Vec<mnist_metrics::ClassScores>,
+    /// Unweighted mean F1.
+    pub macro_f1: f64,
+    /// mnist-rs version.
+    pub version: &'static str,
+}
+
+impl Metrics {
+    /// The scores of `matrix` for the run `run`.
+    pub fn new(matrix: &ConfusionMatrix, run: RunInfo) -> Self {
+        Self {
+            test_accuracy: matrix.accuracy(),
+            correct: matrix.correct(),
+            test_images: matrix.total(),
+            run,
+            confusion_matrix: matrix.counts().to_vec(),
+            per_class: matrix.per_class(),
+            macro_f1: matrix.macro_f1(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// Print the evaluation as the notebook did, plus the matrix and per-class scores.
+pub fn print_report(summary: &str, metrics: &Metrics, matrix: &ConfusionMatrix, names: &[&str]) {
+    println!("\nModel architecture:\n{summary}");
+    println!("Total parameters: {}", metrics.run.parameters);
+    println!(
+        "\nAccuracy of the network on the {} test images: {:.2}% ({}/{})",
+        metrics.test_images,
+        100.0 * metrics.test_accuracy,
+        metrics.correct,
+        metrics.test_images
+    );
+    if let Some(h) = &metrics.run.hyper_parameters {
+        println!("Hyper-parameters: {}", h.describe());
+    }
+    println!("Backend: {} ({})", metrics.run.backend, metrics.run.device);
+    println!("\nConfusion matrix:\n{}", matrix.render_text(names));
+    println!("{}", matrix.render_report(names));
+}
+
+/// Write `metrics.json`, `confusion_matrix.png` and (when there is a
+/// history) `curves.png` into `dir`, each atomically. Returns the paths.
+pub fn write_files(
+    dir: &Path,
+    metrics: &Metrics,
+    matrix: &ConfusionMatrix,
+    names: &[&str],
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let mut write = |name: &str, bytes: &[u8]| -> Result<()> {
+        let path = dir.join(name);
+        write_atomically(&path, bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+        Ok(())
+    };
+    let json = serde_json::to_vec_pretty(metrics).context("cannot serialise metrics")?;
+    write("metrics.json", &json)?;
+    let title = format!(
+        "{} {} — test accuracy {:.2}%",
+        metrics.run.dataset,
+        metrics.run.model,
+        100.0 * metrics.test_accuracy
+    );
+    write(
+        "confusion_matrix.png",
+        &confusion_matrix_png(matrix, names, &title)?,
+    )?;
+    if !metrics.run.history.is_empty() {
+        let title = format!(
+            "{} on {} ({})",
+            metrics.run.model, metrics.run.dataset, metrics.run.backend
+        );
+        write("curves.png", &curves_png(&metrics.run.history, &title)?)?;
+    }
+    Ok(written)
+}

@@ -1,0 +1,356 @@
+//! `mnist train`: the notebook's training run, with checkpoints, resume,
+//! progress and a full report at the end.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use mnist_data::{Batches, DataSplits, Normalizer, epoch_order};
+use mnist_metrics::EpochPoint;
+use mnist_model::summary::TorchSummary;
+use mnist_model::{SeedCnn, SeedCnnConfig, save_weights};
+use mnist_optim::{EpochExponentialLr, RAdamConfig};
+
+use crate::checkpoint::{self, RngState, TrainState};
+use crate::config::{DataArgs, HyperParams, Runtime, RuntimeArgs};
+use crate::evaluate::confusion;
+use crate::report::{Metrics, RunInfo, print_report, write_files};
+use crate::run_dir;
+
+/// `mnist train` arguments.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    hyper: HyperParams,
+    /// Run directory for checkpoints, weights and reports [default: runs/<timestamp>/].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its last complete checkpoint, with its
+    /// own settings (other flags are ignored, except --epochs to extend it).
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Images per evaluation batch.
+    #[arg(long, default_value_t = 600)]
+    eval_batch_size: usize,
+}
+
+/// Where a run starts from.
+struct Start {
+    state: TrainState,
+    checkpoint: Option<PathBuf>,
+    run_dir: PathBuf,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    if args.eval_batch_size == 0 {
+        bail!("--eval-batch-size must be at least 1");
+    }
+    let start = match &args.resume {
+        Some(dir) => resume_point(dir, &args)?,
+        None => fresh_start(&args)?,
+    };
+    let mut state = start.state;
+    state.hyper.validate()?;
+    let runtime = RuntimeArgs {
+        backend: Some(state.backend.clone()),
+        device: state.device.clone(),
+    }
+    .resolve()?;
+
+    let dataset = mnist_data::Dataset::from_name(&state.dataset)
+        .context("unknown dataset in the run's state")?;
+    let data_dir = args.data.dir(dataset);
+    let loaded = Instant::now();
+    let mut data = mnist_data::load(dataset, &data_dir)?;
+    if let Some(n) = state.train_limit {
+        data.train = data.train.head(n);
+    }
+    if let Some(n) = state.test_limit {
+        data.test = data.test.head(n);
+    }
+    println!(
+        "Loaded {} ({} training, {} test images) from {} in {:.2} s",
+        dataset,
+        data.train.len(),
+        data.test.len(),
+        data_dir.display(),
+        loaded.elapsed().as_secs_f64()
+    );
+
+    let device = runtime.device.clone().autodiff();
+    let mut model = SeedCnnConfig::new().init(state.hyper.seed, &device);
+    let mut optim = RAdamConfig::new()
+        .with_weight_decay(state.hyper.weight_decay)
+        .init();
+    if let Some(path) = &start.checkpoint {
+        (model, optim) = checkpoint::restore(path, model, optim)?;
+        println!(
+            "Resuming from {} (epoch {} done)",
+            path.display(),
+            state.epochs_done
+        );
+    }
+    println!(
+        "Training on {} ({}), run directory {}",
+        runtime.backend,
+        runtime.spec,
+        start.run_dir.display()
+    );
+
+    let trainer = Trainer {
+        data: &data,
+        runtime: &runtime,
+        normalizer: Normalizer::new(dataset.mean(), dataset.std()),
+        eval_batch_size: args.eval_batch_size,
+        run_dir: &start.run_dir,
+    };
+    let model = trainer.train(model, optim, &mut state)?;
+    trainer.finish(&model, &state)
+}
+
+fn fresh_start(args: &TrainArgs) -> Result<Start> {
+    args.hyper.validate()?;
+    let runtime = args.runtime.resolve()?;
+    let dataset = args.data.dataset()?;
+    let run_dir = run_dir::create(args.out.as_deref())?;
+    Ok(Start {
+        state: TrainState {
+            epochs_done: 0,
+            hyper: args.hyper.clone(),
+            dataset: dataset.name().to_string(),
+            backend: runtime.backend.name().to_string(),
+            device: runtime.spec.to_string(),
+            train_limit: args.data.train_limit,
+            test_limit: args.data.test_limit,
+            history: Vec::new(),
+            train_seconds: 0.0,
+            rng: RngState {
+                seed: args.hyper.seed,
+                next_epoch: 0,
+            },
+        },
+        checkpoint: None,
+        run_dir,
+    })
+}
+
+fn resume_point(dir: &Path, args: &TrainArgs) -> Result<Start> {
+    run_dir::check_writable(dir)?;
+    let Some((path, mut state)) = checkpoint::latest(dir)? else {
+        bail!(
+            "{}: no complete checkpoint to resume from (the run stopped before its first epoch ended); \
+             start it again without --resume",
+            dir.display()
+        );
+    };
+    // --epochs may extend a run; every other setting is the run's own.
+    if args.hyper.epochs > state.hyper.epochs {
+        state.hyper.epochs = args.hyper.epochs;
+    }
+    if state.epochs_done >= state.hyper.epochs {
+        bail!(
+            "{}: the run already finished its {} epochs; pass a larger --epochs to extend it",
+            dir.display(),
+            state.hyper.epochs
+        );
+    }
+    Ok(Start {
+        state,
+        checkpoint: Some(path),
+        run_dir: dir.to_path_buf(),
+    })
+}
+
+struct Trainer<'a> {
+    data: &'a DataSplits,
+    runtime: &'a Runtime,
+    normalizer: Normalizer,
+    eval_batch_size: usize,
+    run_dir: &'a Path,
+}
+
+impl Trainer<'_> {
+    fn train(
+        &self,
+        mut model: SeedCnn,
+        mut optim: burn::optim::ModuleOptimizer,
+        state: &mut TrainState,
+    ) -> Result<SeedCnn> {
+        let hyper = state.hyper.clone();
+        let schedule = EpochExponentialLr::new()
+            .with_initial_lr(hyper.lr)
+            .with_gamma(hyper.gamma);
+        let device = self.runtime.device.clone().autodiff();
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let train = &self.data.train;
+        let steps = Batches::count(train.len(), hyper.batch_size);
+        // The notebook prints four times an epoch.
+        let log_every = (steps / 4).max(1);
+
+        for epoch in state.epochs_done..hyper.epochs {
+            let lr = schedule.lr(epoch);
+            let bar = progress_bar(steps as u64, epoch + 1, hyper.epochs);
+            let started = Instant::now();
+            let mut loss_sum = 0.0;
+            let order = epoch_order(train.len(), hyper.seed, epoch);
+            for (step, batch) in
+                Batches::new(train, order, hyper.batch_size, self.normalizer.clone()).enumerate()
+            {
+                let batch = batch.to_device(&device);
+                let loss = loss_fn.forward(model.forward(batch.images), batch.targets);
+                let loss_value = f64::from(loss.clone().into_scalar::<f32>());
+                if !loss_value.is_finite() {
+                    bail!(self.diverged(epoch, step, loss_value, lr, state));
+                }
+                loss_sum += loss_value;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(lr, model, grads);
+                bar.inc(1);
+                if (step + 1) % log_every == 0 {
+                    bar.suspend(|| {
+                        println!(
+                            "Epoch [{}/{}], Step [{}/{}], Loss: {:.6}",
+                            epoch + 1,
+                            hyper.epochs,
+                            step + 1,
+                            steps,
+                            loss_value
+                        )
+                    });
+                }
+            }
+            bar.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            state.train_seconds += seconds;
+
+            let eval_started = Instant::now();
+            let matrix = confusion(
+                &model.valid(),
+                &self.data.test,
+                self.eval_batch_size,
+                &self.normalizer,
+                &self.runtime.device,
+            );
+            let point = EpochPoint {
+                epoch: epoch + 1,
+                train_loss: loss_sum / steps as f64,
+                test_accuracy: matrix.accuracy(),
+            };
+            println!(
+                "Epoch {}/{} done: mean train loss {:.4}, test accuracy {:.2}%, {:.0} images/s ({:.1} s, lr {:.6}, eval {:.1} s)",
+                epoch + 1,
+                hyper.epochs,
+                point.train_loss,
+                100.0 * point.test_accuracy,
+                train.len() as f64 / seconds,
+                seconds,
+                lr,
+                eval_started.elapsed().as_secs_f64()
+            );
+            state.history.push(point);
+            state.epochs_done = epoch + 1;
+            state.rng.next_epoch = epoch + 1;
+            checkpoint::save(self.run_dir, &model, &optim, state)?;
+        }
+        Ok(model)
+    }
+
+    /// The message for a loss that is NaN or infinite.
+    fn diverged(
+        &self,
+        epoch: usize,
+        step: usize,
+        loss: f64,
+        lr: f64,
+        state: &TrainState,
+    ) -> String {
+        let kept = match state.epochs_done {
+            0 => "no checkpoint was written yet".to_string(),
+            n => format!(
+                "the last good checkpoint, after epoch {n}, is kept in {}",
+                self.run_dir.join("checkpoints").display()
+            ),
+        };
+        format!(
+            "training diverged: the loss is {loss} at epoch {}, step {}; the learning rate ({lr}) is probably too \
+             high, try --lr {}; {kept}",
+            epoch + 1,
+            step + 1,
+            state.hyper.lr / 10.0
+        )
+    }
+
+    /// Evaluate the final model, print the notebook's report, write the files.
+    fn finish(&self, model: &SeedCnn, state: &TrainState) -> Result<()> {
+        let inference = model.valid();
+        let started = Instant::now();
+        let matrix = confusion(
+            &inference,
+            &self.data.test,
+            self.eval_batch_size,
+            &self.normalizer,
+            &self.runtime.device,
+        );
+        let eval_seconds = started.elapsed().as_secs_f64();
+        let names = self.data.dataset.class_names();
+        let metrics = Metrics::new(
+            &matrix,
+            RunInfo {
+                train_images: self.data.train.len(),
+                epochs: state.epochs_done,
+                train_seconds: state.train_seconds,
+                eval_seconds,
+                backend: self.runtime.backend.to_string(),
+                device: self.runtime.spec.to_string(),
+                dataset: self.data.dataset.to_string(),
+                model: "seed".to_string(),
+                parameters: inference.num_params(),
+                hyper_parameters: Some(state.hyper.clone()),
+                weights: None,
+                history: state.history.clone(),
+                class_names: names.iter().map(|s| s.to_string()).collect(),
+            },
+        );
+        println!(
+            "\nTrained {} epochs in {:.1} s ({:.0} images/s); evaluated {} images in {:.2} s ({:.0} images/s)",
+            state.epochs_done,
+            state.train_seconds,
+            (self.data.train.len() * state.epochs_done) as f64 / state.train_seconds.max(1e-9),
+            matrix.total(),
+            eval_seconds,
+            matrix.total() as f64 / eval_seconds.max(1e-9)
+        );
+        print_report(&inference.torch_summary(), &metrics, &matrix, &names);
+        let weights = self.run_dir.join("model.safetensors");
+        save_weights(&inference, &weights)?;
+        let mut written = vec![weights];
+        written.extend(write_files(self.run_dir, &metrics, &matrix, &names)?);
+        for path in written {
+            println!("Wrote {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    ProgressBar::new(steps).with_style(
+        ProgressStyle::with_template(&format!(
+            "epoch {epoch}/{epochs} [{{bar:40}}] {{pos}}/{{len}} steps {{per_sec}} eta {{eta}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    )
+}

@@ -1,0 +1,158 @@
+//! The `mnist` binary end to end on small subsets of real MNIST.
+
+mod common;
+
+use common::{fails, mnist, ok};
+use serde_json::Value;
+
+#[test]
+fn train_writes_every_output_and_the_notebooks_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = ok(mnist()
+        .args([
+            "train",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "100",
+            "--train-limit",
+            "800",
+        ])
+        .args(["--test-limit", "300", "--out"])
+        .arg(&run));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // 8 steps an epoch: the notebook's line every 2 steps.
+    assert!(
+        stdout.contains("Epoch [1/2], Step [2/8], Loss: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Epoch [2/2], Step [8/8], Loss: "),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("], Loss: ").count(), 8, "{stdout}");
+    assert!(
+        stdout.contains("(conv1): Conv2d(1, 16, kernel_size=(5, 5)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Accuracy of the network on the 300 test images"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Hyper-parameters: num_epochs=2, batch_size=100"),
+        "{stdout}"
+    );
+
+    for file in [
+        "model.safetensors",
+        "metrics.json",
+        "confusion_matrix.png",
+        "curves.png",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    for png in ["confusion_matrix.png", "curves.png"] {
+        image::open(run.join(png)).unwrap_or_else(|e| panic!("{png} does not decode: {e}"));
+    }
+    for epoch in ["epoch-0001", "epoch-0002"] {
+        for file in ["model.safetensors", "optimizer.bpk", "state.json"] {
+            assert!(
+                run.join("checkpoints").join(epoch).join(file).is_file(),
+                "{epoch}/{file}"
+            );
+        }
+    }
+    let metrics: Value =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    for key in [
+        "test_accuracy",
+        "epochs",
+        "train_seconds",
+        "backend",
+        "hyper_parameters",
+        "confusion_matrix",
+        "history",
+    ] {
+        assert!(metrics.get(key).is_some(), "metrics.json lacks {key}");
+    }
+    assert_eq!(metrics["epochs"], 2);
+    assert_eq!(metrics["history"].as_array().unwrap().len(), 2);
+    let total: u64 = metrics["confusion_matrix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .sum();
+    assert_eq!(total, 300);
+
+    // The saved weights evaluate to the same accuracy, and --json is machine-readable.
+    let eval = ok(mnist()
+        .args(["eval", "--test-limit", "300", "--json", "--weights"])
+        .arg(run.join("model.safetensors"))
+        .arg("--out")
+        .arg(dir.path().join("eval")));
+    let report: Value = serde_json::from_slice(&eval.stdout).expect("eval --json prints JSON");
+    assert_eq!(report["test_accuracy"], metrics["test_accuracy"]);
+    assert!(dir.path().join("eval/confusion_matrix.png").is_file());
+}
+
+#[test]
+fn pytorch_exported_weights_evaluate() {
+    let golden = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/golden/seed_cnn.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(mnist()
+        .args(["eval", "--test-limit", "100", "--weights"])
+        .arg(&golden)
+        .arg("--out")
+        .arg(dir.path()));
+    // An untrained PyTorch-initialised network: it loads and is near chance.
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("Accuracy of the network on the 100 test images")
+    );
+}
+
+#[test]
+fn bad_flags_fail_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--batch-size", "0"], "--batch-size"),
+        (&["--lr", "-0.1"], "--lr"),
+        (&["--gamma", "1.5"], "--gamma"),
+        (&["--epochs", "0"], "--epochs"),
+        (&["--backend", "wgpu"], "unknown backend"),
+        (&["--device", "cuda:0"], "CPU only"),
+    ];
+    for (flags, expected) in cases {
+        let run = dir.path().join("never");
+        let stderr = fails(mnist().arg("train").args(flags).arg("--out").arg(&run));
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+        assert!(!run.exists(), "{flags:?}: nothing may be created");
+    }
+}
+
+#[test]
+fn bad_weights_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not safetensors").unwrap();
+    let stderr = fails(mnist().args(["eval", "--weights"]).arg(&bad));
+    assert!(
+        stderr.contains("bad.safetensors") && stderr.contains("not a valid safetensors"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn summary_prints_the_architecture() {
+    let out = ok(&mut mnist().arg("summary"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("(fc1): Linear(in_features=1568, out_features=100, bias=True)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Total parameters: 171158"), "{stdout}");
+}

@@ -1,0 +1,24 @@
+//! MNIST-style data for mnist-rs.
+//!
+//! - [`idx`]: the IDX file format, parsed with every header claim checked
+//!   against the bytes really present;
+//! - [`dataset`]: MNIST and Fashion-MNIST — files, checksums, class names,
+//!   normalisation constants — and loading them from a directory;
+//! - [`batch`]: per-epoch seeded shuffling, normalisation and mini-batches
+//!   (as Burn tensors with the `burn` feature);
+//! - [`download`]: fetching or importing the canonical files, verified by
+//!   SHA-256 and written atomically (`download` feature).
+//!
+//! This crate knows nothing of models, optimisers or the command line.
+
+pub mod batch;
+pub mod dataset;
+mod error;
+pub mod fetch;
+pub mod idx;
+
+#[cfg(feature = "burn")]
+pub use batch::Batch;
+pub use batch::{Batches, HostBatch, Normalizer, epoch_order};
+pub use dataset::{DataSplits, Dataset, NUM_CLASSES, Split, load, resolve_data_dir};
+pub use error::DataError;

@@ -1,0 +1,15 @@
+//! Classification metrics for mnist-rs and their pictures.
+//!
+//! - [`ConfusionMatrix`]: counts, accuracy, per-class precision, recall and
+//!   F1, and a plain-text rendering for the terminal;
+//! - [`plot`]: the confusion matrix as scikit-learn's
+//!   `ConfusionMatrixDisplay` draws it, and per-epoch loss and accuracy
+//!   curves, as PNG.
+//!
+//! Works on plain label slices: it knows nothing of Burn or autodiff.
+
+mod confusion;
+pub mod plot;
+
+pub use confusion::{ClassScores, ConfusionMatrix};
+pub use plot::{EpochPoint, PlotError};

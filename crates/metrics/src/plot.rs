@@ -1,0 +1,358 @@
+//! Pictures as PNG bytes: the confusion matrix (after scikit-learn's
+//! `ConfusionMatrixDisplay`) and per-epoch training curves.
+//!
+//! Rendering returns bytes rather than writing files, so the caller decides
+//! how to store them (atomically, in a run directory).
+
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::colors::colormaps::ViridisRGB;
+use plotters::style::{FontStyle, register_font};
+use serde::Serialize;
+
+use crate::ConfusionMatrix;
+
+/// Why a picture could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw {what}: {message}")]
+pub struct PlotError {
+    what: &'static str,
+    message: String,
+}
+
+fn plot_err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> PlotError {
+    move |e| PlotError {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// One epoch of a training run, for the curves.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct EpochPoint {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Test accuracy after the epoch, in [0, 1].
+    pub test_accuracy: f64,
+}
+
+const FONT: &str = "sans-serif";
+
+/// The embedded DejaVu Sans, so pictures need no system fonts.
+fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a valid TTF shipped by the dejavu crate.
+        let _ = register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        let _ = register_font(FONT, FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+fn encode_png(
+    buffer: Vec<u8>,
+    (w, h): (u32, u32),
+    what: &'static str,
+) -> Result<Vec<u8>, PlotError> {
+    let image = image::RgbImage::from_raw(w, h, buffer).ok_or_else(|| PlotError {
+        what,
+        message: "buffer size does not match the picture".into(),
+    })?;
+    let mut png = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(plot_err(what))?;
+    Ok(png)
+}
+
+/// The confusion matrix as a PNG: counts in the cells, class names on both
+/// axes, viridis colour scale with a colour bar, as scikit-learn draws it.
+pub fn confusion_matrix_png(
+    matrix: &ConfusionMatrix,
+    class_names: &[&str],
+    title: &str,
+) -> Result<Vec<u8>, PlotError> {
+    const WHAT: &str = "the confusion matrix";
+    register_fonts();
+    let n = matrix.classes().max(1);
+    let cell: i32 = if n <= 10 {
+        56
+    } else {
+        (560 / n as i32).max(12)
+    };
+    let side = cell * n as i32;
+    let (left, top) = (150, 70);
+    let size = ((left + side + 130) as u32, (top + side + 110) as u32);
+    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err(WHAT))?;
+        let max = matrix
+            .counts()
+            .iter()
+            .flatten()
+            .max()
+            .copied()
+            .unwrap_or(0)
+            .max(1) as f64;
+        let text = |size: u32| TextStyle::from((FONT, size).into_font()).color(&BLACK);
+        let centred = |style: TextStyle<'static>| {
+            style.pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Center,
+            ))
+        };
+        root.draw(&Text::new(
+            title.to_string(),
+            (left + side / 2, 30),
+            centred(text(22)),
+        ))
+        .map_err(plot_err(WHAT))?;
+        for (t, row) in matrix.counts().iter().enumerate() {
+            for (p, &count) in row.iter().enumerate() {
+                let (x, y) = (left + p as i32 * cell, top + t as i32 * cell);
+                let level = count as f64 / max;
+                let colour = ViridisRGB.get_color(level as f32);
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell, y + cell)],
+                    colour.filled(),
+                ))
+                .map_err(plot_err(WHAT))?;
+                // Light text on dark cells, dark on light, as scikit-learn does.
+                let ink: &'static RGBColor = if level < 0.5 { &WHITE } else { &BLACK };
+                let font = (cell as u32 / 4).clamp(8, 15);
+                root.draw(&Text::new(
+                    count.to_string(),
+                    (x + cell / 2, y + cell / 2),
+                    centred(text(font).color(ink)),
+                ))
+                .map_err(plot_err(WHAT))?;
+            }
+        }
+        for i in 0..n {
+            let name = class_names
+                .get(i)
+                .map_or(i.to_string(), |s| (*s).to_string());
+            let mid = i as i32 * cell + cell / 2;
+            let right_aligned = text(14).pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Right,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+            root.draw(&Text::new(
+                name.clone(),
+                (left - 8, top + mid),
+                right_aligned,
+            ))
+            .map_err(plot_err(WHAT))?;
+            let below = text(14).transform(FontTransform::Rotate270).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Right,
+                    plotters::style::text_anchor::VPos::Center,
+                ),
+            );
+            let label = if n <= 10 && name.len() <= 3 {
+                root.draw(&Text::new(
+                    name,
+                    (left + mid, top + side + 16),
+                    centred(text(14)),
+                ))
+            } else {
+                root.draw(&Text::new(name, (left + mid, top + side + 8), below))
+            };
+            label.map_err(plot_err(WHAT))?;
+        }
+        root.draw(&Text::new(
+            "Predicted label",
+            (left + side / 2, top + side + 85),
+            centred(text(17)),
+        ))
+        .map_err(plot_err(WHAT))?;
+        root.draw(&Text::new(
+            "True label",
+            (30, top + side / 2),
+            centred(text(17).transform(FontTransform::Rotate270)),
+        ))
+        .map_err(plot_err(WHAT))?;
+        // Colour bar.
+        let bar_x = left + side + 25;
+        for y in 0..side {
+            let level = 1.0 - y as f32 / side as f32;
+            root.draw(&Rectangle::new(
+                [(bar_x, top + y), (bar_x + 22, top + y + 1)],
+                ViridisRGB.get_color(level).filled(),
+            ))
+            .map_err(plot_err(WHAT))?;
+        }
+        let left_aligned = text(13).pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Left,
+            plotters::style::text_anchor::VPos::Center,
+        ));
+        for k in 0..=4 {
+            let value = (max * k as f64 / 4.0).round() as u64;
+            let y = top + side - (side * k / 4);
+            root.draw(&Text::new(
+                value.to_string(),
+                (bar_x + 28, y),
+                left_aligned.clone(),
+            ))
+            .map_err(plot_err(WHAT))?;
+        }
+        root.present().map_err(plot_err(WHAT))?;
+    }
+    encode_png(buffer, size, WHAT)
+}
+
+/// Training loss and test accuracy per epoch, side by side, as a PNG.
+pub fn curves_png(points: &[EpochPoint], title: &str) -> Result<Vec<u8>, PlotError> {
+    const WHAT: &str = "the training curves";
+    register_fonts();
+    let size = (1000u32, 420u32);
+    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err(WHAT))?;
+        let root = root
+            .titled(title, (FONT, 20).into_font())
+            .map_err(plot_err(WHAT))?;
+        let (left, right) = root.split_horizontally(size.0 / 2);
+        let last_epoch = points.iter().map(|p| p.epoch).max().unwrap_or(1).max(1);
+        let x_range = 0.5..last_epoch as f64 + 0.5;
+
+        let losses: Vec<(f64, f64)> = points
+            .iter()
+            .map(|p| (p.epoch as f64, p.train_loss))
+            .collect();
+        let max_loss = losses.iter().map(|p| p.1).fold(0.0, f64::max);
+        let loss_top = if max_loss.is_finite() && max_loss > 0.0 {
+            max_loss * 1.1
+        } else {
+            1.0
+        };
+        draw_series(
+            &left,
+            "train loss (mean per epoch)",
+            x_range.clone(),
+            0.0..loss_top,
+            &losses,
+            &RED,
+            4,
+        )?;
+
+        let accuracy: Vec<(f64, f64)> = points
+            .iter()
+            .map(|p| (p.epoch as f64, 100.0 * p.test_accuracy))
+            .collect();
+        let lowest = accuracy.iter().map(|p| p.1).fold(100.0, f64::min);
+        let floor = (lowest - 1.0).clamp(0.0, 99.0).floor();
+        draw_series(
+            &right,
+            "test accuracy (%)",
+            x_range,
+            floor..100.0,
+            &accuracy,
+            &BLUE,
+            2,
+        )?;
+        root.present().map_err(plot_err(WHAT))?;
+    }
+    encode_png(buffer, size, WHAT)
+}
+
+fn draw_series(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    caption: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    points: &[(f64, f64)],
+    colour: &RGBColor,
+    y_decimals: usize,
+) -> Result<(), PlotError> {
+    const WHAT: &str = "the training curves";
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 16).into_font())
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(plot_err(WHAT))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.y_decimals$}"))
+        .label_style((FONT, 12).into_font())
+        .draw()
+        .map_err(plot_err(WHAT))?;
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().copied(),
+            colour.stroke_width(2),
+        ))
+        .map_err(plot_err(WHAT))?;
+    chart
+        .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+        .map_err(plot_err(WHAT))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(png: &[u8]) -> image::RgbImage {
+        image::load_from_memory(png).expect("valid PNG").to_rgb8()
+    }
+
+    #[test]
+    fn confusion_png_decodes_and_shades_by_count() {
+        let mut m = ConfusionMatrix::new(10);
+        for c in 0..10 {
+            for _ in 0..(100 + c) {
+                m.add(c, c);
+            }
+            m.add(c, (c + 1) % 10);
+        }
+        let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let img = decode(&confusion_matrix_png(&m, &names, "Confusion matrix").unwrap());
+        // A diagonal cell (large count) is bright (viridis yellow-green), an
+        // empty off-diagonal cell dark (viridis purple): sample cell corners.
+        let diag = img.get_pixel(150 + 3, 70 + 3);
+        let empty = img.get_pixel(150 + 56 * 5 + 3, 70 + 3);
+        assert!(diag[1] > 150, "diagonal cell should be bright: {diag:?}");
+        assert!(
+            empty[1] < 60 && empty[2] > 60,
+            "empty cell should be dark purple: {empty:?}"
+        );
+    }
+
+    #[test]
+    fn curves_png_decodes() {
+        let points: Vec<EpochPoint> = (1..=5)
+            .map(|e| EpochPoint {
+                epoch: e,
+                train_loss: 1.0 / e as f64,
+                test_accuracy: 0.9 + 0.01 * e as f64,
+            })
+            .collect();
+        let img = decode(&curves_png(&points, "run").unwrap());
+        assert_eq!(img.dimensions(), (1000, 420));
+        let coloured = img
+            .pixels()
+            .filter(|p| p[0] > 200 && p[1] < 60 && p[2] < 60)
+            .count();
+        assert!(coloured > 50, "the red loss line is drawn");
+    }
+
+    #[test]
+    fn a_single_epoch_still_draws() {
+        let points = [EpochPoint {
+            epoch: 1,
+            train_loss: 0.3,
+            test_accuracy: 0.95,
+        }];
+        assert!(curves_png(&points, "one").is_ok());
+    }
+}

@@ -1,0 +1,20 @@
+//! Optimisation for mnist-rs, in Burn's own optimizer style:
+//!
+//! - [`RAdam`]: rectified Adam with PyTorch's exact semantics, including
+//!   `decoupled_weight_decay=True` (parameters shrink by `1 − lr·wd` before
+//!   the moment update), as a per-parameter Burn [`Optimizer`] whose state
+//!   is a [`RecordState`] that checkpoints save;
+//! - [`EpochExponentialLr`]: PyTorch's `ExponentialLR` stepped once per
+//!   epoch, as the notebook does (Burn's schedulers step per iteration).
+//!
+//! [`Optimizer`]: burn::optim::Optimizer
+
+mod radam;
+mod schedule;
+
+pub use radam::{RAdam, RAdamConfig, RAdamState};
+pub use schedule::EpochExponentialLr;
+
+// `#[derive(RecordState)]` names these through `crate::`.
+#[doc(hidden)]
+pub use burn::optim::{RecordState, StateSink, StateSource, join_index, join_path};

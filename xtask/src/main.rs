@@ -1,0 +1,260 @@
+//! `cargo xtask`: the project's task runner, a thin driver.
+//!
+//! - `download`: fetch (or `--from DIR`, import) the dataset, verified;
+//! - `train`, `eval`, `summary`, and any other `mnist` subcommand: build the
+//!   `mnist` binary in release with the backend the arguments ask for, then
+//!   run it with the arguments unchanged (`train` first downloads the data
+//!   when it is missing);
+//! - `bench`: the benchmark suite (see `docs/performance.md`).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use mnist_data::Dataset;
+use mnist_data::fetch::{self, Outcome, Progress};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "mnist-rs task runner")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Fetch a dataset's four files, verified by SHA-256.
+    Download(DownloadArgs),
+    /// Anything else is an `mnist` subcommand: train, eval, summary, ...
+    #[command(external_subcommand)]
+    Mnist(Vec<OsString>),
+}
+
+#[derive(clap::Args)]
+struct DownloadArgs {
+    /// mnist or fashion-mnist.
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
+    /// Where to put the files [default: $MNIST_DATA_DIR, else data/<dataset>/].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A mirror to try before the canonical ones (repeatable).
+    #[arg(long)]
+    mirror: Vec<String>,
+    /// Import from a local directory holding the .gz files instead (offline).
+    #[arg(long)]
+    from: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.task {
+        Task::Download(args) => {
+            let dataset = parse_dataset(&args.dataset)?;
+            let dir = data_dir(args.data_dir.as_deref(), dataset);
+            download(dataset, &dir, &args.mirror, args.from.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::Mnist(args) => run_mnist(args),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn parse_dataset(name: &str) -> Result<Dataset> {
+    Dataset::from_name(name)
+        .with_context(|| format!("unknown dataset `{name}`; use mnist or fashion-mnist"))
+}
+
+fn data_dir(flag: Option<&Path>, dataset: Dataset) -> PathBuf {
+    let env = std::env::var_os("MNIST_DATA_DIR").map(PathBuf::from);
+    mnist_data::resolve_data_dir(flag, env.as_deref(), &workspace_root(), dataset)
+}
+
+/// A progress bar per file.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, name: &str, total: Option<u64>) {
+        self.0.reset();
+        self.0.set_length(total.unwrap_or(0));
+        self.0.set_message(name.to_string());
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish();
+    }
+}
+
+fn download(dataset: Dataset, dir: &Path, mirrors: &[String], from: Option<&Path>) -> Result<()> {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let progress = Bar(bar);
+    let outcomes = match from {
+        Some(from) => fetch::import_dataset(dataset, from, dir, &progress)?,
+        None => {
+            let mut all: Vec<String> = mirrors.to_vec();
+            all.extend(dataset.mirrors().iter().map(|m| m.to_string()));
+            fetch::download_dataset(dataset, dir, &all, &progress)?
+        }
+    };
+    progress.0.finish_and_clear();
+    for (file, outcome) in outcomes {
+        match outcome {
+            Outcome::AlreadyValid => println!("{:28} already present, checksum ok", file.name),
+            Outcome::Written(src) => println!("{:28} verified, from {src}", file.name),
+        }
+    }
+    println!("{dataset} is ready in {}", dir.display());
+    Ok(())
+}
+
+/// The value of `--name VALUE` or `--name=VALUE` among pass-through arguments.
+fn flag_value(args: &[OsString], name: &str) -> Option<String> {
+    let long = format!("--{name}");
+    let with_eq = format!("--{name}=");
+    let mut iter = args.iter().map(|a| a.to_string_lossy());
+    while let Some(arg) = iter.next() {
+        if arg == long {
+            return iter.next().map(|v| v.into_owned());
+        }
+        if let Some(v) = arg.strip_prefix(&with_eq) {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+fn run_mnist(args: Vec<OsString>) -> Result<ExitCode> {
+    let subcommand = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let rest = &args[1..];
+    if subcommand == "bench" {
+        return run_bench(rest);
+    }
+    let backend = flag_value(rest, "backend");
+    let binary = build_cli(backend.as_deref(), "release")?;
+    if subcommand == "train" && flag_value(rest, "resume").is_none() {
+        let dataset =
+            parse_dataset(&flag_value(rest, "dataset").unwrap_or_else(|| "mnist".into()))?;
+        let dir = data_dir(
+            flag_value(rest, "data-dir").map(PathBuf::from).as_deref(),
+            dataset,
+        );
+        let missing = dataset.files().iter().any(|f| !dir.join(f.name).is_file());
+        if missing {
+            println!(
+                "{dataset} data not found in {}; downloading it first",
+                dir.display()
+            );
+            download(dataset, &dir, &[], None)?;
+        }
+    }
+    let status = Command::new(&binary)
+        .args(&args)
+        .status()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    Ok(ExitCode::from(
+        status.code().map_or(1, |c| c.clamp(0, 255) as u8),
+    ))
+}
+
+/// Build the `mnist` binary with the backend's feature; return its path.
+fn build_cli(backend: Option<&str>, profile: &str) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--quiet",
+        "--profile",
+        profile,
+        "--package",
+        "mnist-cli",
+    ]);
+    match backend {
+        None | Some("flex") | Some("ndarray") => {}
+        Some("tch") => {
+            cmd.args(["--features", "tch"]);
+        }
+        Some(other) => bail!("unknown backend `{other}`; choose one of: ndarray, flex, tch"),
+    }
+    let status = cmd.status().context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("building the mnist binary failed");
+    }
+    let dir = if profile == "dev" { "debug" } else { profile };
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    Ok(target
+        .join(dir)
+        .join(format!("mnist{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn run_bench(args: &[OsString]) -> Result<ExitCode> {
+    let binary = build_cli(flag_value(args, "backend").as_deref(), "release")?;
+    let status = Command::new(&binary)
+        .arg("bench")
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    Ok(ExitCode::from(
+        status.code().map_or(1, |c| c.clamp(0, 255) as u8),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn finds_flag_values_in_both_spellings() {
+        let args = os(&[
+            "--epochs",
+            "3",
+            "--backend=tch",
+            "--dataset",
+            "fashion-mnist",
+        ]);
+        assert_eq!(flag_value(&args, "backend").as_deref(), Some("tch"));
+        assert_eq!(
+            flag_value(&args, "dataset").as_deref(),
+            Some("fashion-mnist")
+        );
+        assert_eq!(flag_value(&args, "data-dir"), None);
+    }
+
+    #[test]
+    fn unknown_dataset_is_a_clear_error() {
+        let err = parse_dataset("cifar").unwrap_err().to_string();
+        assert!(err.contains("mnist or fashion-mnist"), "{err}");
+    }
+}
