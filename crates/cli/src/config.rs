@@ -92,10 +92,9 @@ impl DataArgs {
 /// The workspace root when run from a checkout, else the current directory.
 pub fn workspace_root() -> PathBuf {
     let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if built_in.join("Cargo.toml").is_file() {
-        built_in
-    } else {
-        PathBuf::from(".")
+    match built_in.canonicalize() {
+        Ok(root) if root.join("Cargo.toml").is_file() => root,
+        _ => PathBuf::from("."),
     }
 }
 
@@ -109,13 +108,13 @@ pub struct HyperParams {
     #[arg(long, default_value_t = 600)]
     pub batch_size: usize,
     /// Initial learning rate of RAdam.
-    #[arg(long, default_value_t = 0.0015)]
+    #[arg(long, default_value_t = 0.0015, allow_negative_numbers = true)]
     pub lr: f64,
     /// Decoupled weight decay of RAdam.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     pub weight_decay: f64,
     /// Learning-rate decay per epoch (ExponentialLR).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub gamma: f64,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = 0)]

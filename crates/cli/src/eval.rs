@@ -44,8 +44,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let dataset = args.data.dataset()?;
     // Check the weights before loading any data.
     let model = load_weights(SeedCnnConfig::new().init(0, &runtime.device), &args.weights)?;
-    let out = run_dir::create(args.out.as_deref())?;
+    if let Some(out) = &args.out {
+        run_dir::check_new(out)?;
+    }
     let mut data = mnist_data::load(dataset, &args.data.dir(dataset))?;
+    let out = run_dir::create(args.out.as_deref())?;
     if let Some(n) = args.data.test_limit {
         data.test = data.test.head(n);
     }

@@ -15,7 +15,8 @@ mod train;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use mnist_model::summary::TorchSummary;
 use mnist_model::{BackendKind, SeedCnnConfig};
 
@@ -43,7 +44,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `--resume` may extend a run with `--epochs`, but only when it is given.
+    if let Command::Train(args) = &mut cli.command {
+        args.epochs_given = matches
+            .subcommand_matches("train")
+            .and_then(|m| m.value_source("epochs"))
+            .is_some_and(|source| source == ValueSource::CommandLine);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -14,6 +14,15 @@ pub fn create(out: Option<&Path>) -> Result<PathBuf> {
             PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
         }
     };
+    check_new(&dir)?;
+    fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the run directory {}", dir.display()))?;
+    check_writable(&dir)?;
+    Ok(dir)
+}
+
+/// Refuse a directory that already holds a run: nothing a user has is overwritten.
+pub fn check_new(dir: &Path) -> Result<()> {
     if dir.join("model.safetensors").exists() || dir.join("checkpoints").exists() {
         bail!(
             "{} already holds a run; continue it with --resume {} or choose another --out",
@@ -21,10 +30,7 @@ pub fn create(out: Option<&Path>) -> Result<PathBuf> {
             dir.display()
         );
     }
-    fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the run directory {}", dir.display()))?;
-    check_writable(&dir)?;
-    Ok(dir)
+    Ok(())
 }
 
 /// Fail early, with the directory's name, if nothing can be written there.

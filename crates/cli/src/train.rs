@@ -42,13 +42,22 @@ pub struct TrainArgs {
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 600)]
     eval_batch_size: usize,
+    /// Whether `--epochs` was on the command line (set by `main`).
+    #[arg(skip)]
+    pub epochs_given: bool,
 }
 
 /// Where a run starts from.
 struct Start {
     state: TrainState,
     checkpoint: Option<PathBuf>,
-    run_dir: PathBuf,
+    run_dir: RunDir,
+}
+
+/// The run directory: an existing run's, or one to create once the data loaded.
+enum RunDir {
+    Existing(PathBuf),
+    New(Option<PathBuf>),
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -87,6 +96,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         loaded.elapsed().as_secs_f64()
     );
 
+    let run_dir = match start.run_dir {
+        RunDir::Existing(dir) => dir,
+        RunDir::New(out) => run_dir::create(out.as_deref())?,
+    };
     let device = runtime.device.clone().autodiff();
     let mut model = SeedCnnConfig::new().init(state.hyper.seed, &device);
     let mut optim = RAdamConfig::new()
@@ -104,7 +117,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "Training on {} ({}), run directory {}",
         runtime.backend,
         runtime.spec,
-        start.run_dir.display()
+        run_dir.display()
     );
 
     let trainer = Trainer {
@@ -112,7 +125,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         runtime: &runtime,
         normalizer: Normalizer::new(dataset.mean(), dataset.std()),
         eval_batch_size: args.eval_batch_size,
-        run_dir: &start.run_dir,
+        run_dir: &run_dir,
     };
     let model = trainer.train(model, optim, &mut state)?;
     trainer.finish(&model, &state)
@@ -122,7 +135,9 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
     args.hyper.validate()?;
     let runtime = args.runtime.resolve()?;
     let dataset = args.data.dataset()?;
-    let run_dir = run_dir::create(args.out.as_deref())?;
+    if let Some(out) = &args.out {
+        run_dir::check_new(out)?;
+    }
     Ok(Start {
         state: TrainState {
             epochs_done: 0,
@@ -140,7 +155,7 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
             },
         },
         checkpoint: None,
-        run_dir,
+        run_dir: RunDir::New(args.out.clone()),
     })
 }
 
@@ -153,8 +168,16 @@ fn resume_point(dir: &Path, args: &TrainArgs) -> Result<Start> {
             dir.display()
         );
     };
-    // --epochs may extend a run; every other setting is the run's own.
-    if args.hyper.epochs > state.hyper.epochs {
+    // An explicit --epochs may extend a run; every other setting is the run's own.
+    if args.epochs_given {
+        if args.hyper.epochs < state.epochs_done {
+            bail!(
+                "{}: --epochs {} is fewer than the {} epochs already done",
+                dir.display(),
+                args.hyper.epochs,
+                state.epochs_done
+            );
+        }
         state.hyper.epochs = args.hyper.epochs;
     }
     if state.epochs_done >= state.hyper.epochs {
@@ -167,7 +190,7 @@ fn resume_point(dir: &Path, args: &TrainArgs) -> Result<Start> {
     Ok(Start {
         state,
         checkpoint: Some(path),
-        run_dir: dir.to_path_buf(),
+        run_dir: RunDir::Existing(dir.to_path_buf()),
     })
 }
 

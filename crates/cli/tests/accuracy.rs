@@ -1,5 +1,9 @@
 //! Learning on real data: one epoch on 6,000 MNIST images must reach 90%
 //! test accuracy (on 2,000 test images, to keep the suite quick).
+//!
+//! Batch 10 at lr 0.003 gives enough steps (600) in one small epoch; measured
+//! 93.2% (seed 0) and 95.5% (seed 1). The notebook's batch 600 would make
+//! only 10 steps here.
 
 mod common;
 
@@ -16,7 +20,9 @@ fn one_epoch_on_6000_images_reaches_90_percent() {
             "--epochs",
             "1",
             "--batch-size",
-            "50",
+            "10",
+            "--lr",
+            "0.003",
             "--train-limit",
             "6000",
             "--test-limit",
