@@ -118,7 +118,7 @@ pub fn write_files(
     let json = serde_json::to_vec_pretty(metrics).context("cannot serialise metrics")?;
     write("metrics.json", &json)?;
     let title = format!(
-        "{} {} — test accuracy {:.2}%",
+        "{} test set, {} model — accuracy {:.2}%",
         metrics.run.dataset,
         metrics.run.model,
         100.0 * metrics.test_accuracy

@@ -156,3 +156,25 @@ fn summary_prints_the_architecture() {
     );
     assert!(stdout.contains("Total parameters: 171158"), "{stdout}");
 }
+
+#[test]
+fn divergence_names_the_step_and_suggests_a_lower_lr() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = fails(
+        mnist()
+            .args([
+                "train",
+                "--lr",
+                "1e12",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "50",
+            ])
+            .args(["--train-limit", "500", "--test-limit", "50", "--out"])
+            .arg(dir.path().join("run")),
+    );
+    assert!(stderr.contains("training diverged"), "{stderr}");
+    assert!(stderr.contains("step "), "{stderr}");
+    assert!(stderr.contains("try --lr 100000000000"), "{stderr}");
+}

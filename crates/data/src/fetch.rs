@@ -109,6 +109,19 @@ pub fn is_valid(path: &Path, sha256: &str) -> bool {
     path.is_file() && sha256_file(path).is_ok_and(|d| d == sha256)
 }
 
+/// Temporary files are created private (0600); what we keep is an ordinary
+/// file, readable like any other download.
+fn make_ordinary(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
 /// Copy `reader` into `dest` through a temporary file, checking the digest;
 /// `dest` appears only if everything succeeded.
 pub fn write_verified(
@@ -156,6 +169,7 @@ pub fn write_verified(
             actual,
         });
     }
+    make_ordinary(tmp.as_file()).map_err(|e| io_err(dest, e))?;
     tmp.as_file().sync_all().map_err(|e| io_err(dest, e))?;
     tmp.persist(dest).map_err(|e| io_err(dest, e.error))?;
     Ok(())

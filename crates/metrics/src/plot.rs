@@ -171,7 +171,7 @@ pub fn confusion_matrix_png(
         .map_err(plot_err(WHAT))?;
         root.draw(&Text::new(
             "True label",
-            (30, top + side / 2),
+            (left - 70, top + side / 2),
             centred(text(17).transform(FontTransform::Rotate270)),
         ))
         .map_err(plot_err(WHAT))?;
@@ -237,7 +237,7 @@ pub fn curves_png(points: &[EpochPoint], title: &str) -> Result<Vec<u8>, PlotErr
             0.0..loss_top,
             &losses,
             &RED,
-            4,
+            2,
         )?;
 
         let accuracy: Vec<(f64, f64)> = points
@@ -253,7 +253,7 @@ pub fn curves_png(points: &[EpochPoint], title: &str) -> Result<Vec<u8>, PlotErr
             floor..100.0,
             &accuracy,
             &BLUE,
-            2,
+            1,
         )?;
         root.present().map_err(plot_err(WHAT))?;
     }
@@ -270,6 +270,7 @@ fn draw_series(
     y_decimals: usize,
 ) -> Result<(), PlotError> {
     const WHAT: &str = "the training curves";
+    let x_end = x.end;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 16).into_font())
         .margin(12)
@@ -277,10 +278,21 @@ fn draw_series(
         .y_label_area_size(60)
         .build_cartesian_2d(x, y)
         .map_err(plot_err(WHAT))?;
+    // One tick per epoch (at most 20), on whole numbers.
+    let epochs = (x_end - 0.5).round() as usize;
+    let x_labels = if epochs <= 20 { epochs + 1 } else { 11 };
     chart
         .configure_mesh()
         .x_desc("epoch")
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_labels(x_labels)
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-9 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .light_line_style(WHITE)
         .y_label_formatter(&|v| format!("{v:.y_decimals$}"))
         .label_style((FONT, 12).into_font())
         .draw()
