@@ -5,7 +5,7 @@
 //!   `mnist` binary in release with the backend the arguments ask for, then
 //!   run it with the arguments unchanged (`train` first downloads the data
 //!   when it is missing);
-//! - `bench`: the benchmark suite (see `docs/performance.md`).
+//!   (`cargo xtask bench` times each compiled backend; see `docs/performance.md`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -153,9 +153,6 @@ fn run_mnist(args: Vec<OsString>) -> Result<ExitCode> {
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
     let rest = &args[1..];
-    if subcommand == "bench" {
-        return run_bench(rest);
-    }
     let backend = flag_value(rest, "backend");
     let binary = build_cli(backend.as_deref(), "release")?;
     if subcommand == "train" && flag_value(rest, "resume").is_none() {
@@ -213,18 +210,6 @@ fn build_cli(backend: Option<&str>, profile: &str) -> Result<PathBuf> {
     Ok(target
         .join(dir)
         .join(format!("mnist{}", std::env::consts::EXE_SUFFIX)))
-}
-
-fn run_bench(args: &[OsString]) -> Result<ExitCode> {
-    let binary = build_cli(flag_value(args, "backend").as_deref(), "release")?;
-    let status = Command::new(&binary)
-        .arg("bench")
-        .args(args)
-        .status()
-        .with_context(|| format!("cannot run {}", binary.display()))?;
-    Ok(ExitCode::from(
-        status.code().map_or(1, |c| c.clamp(0, 255) as u8),
-    ))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! the network, `optim` for RAdam and the schedule, `metrics` for the
 //! report. The backend is chosen at run time among those compiled in.
 
+mod bench;
 mod checkpoint;
 mod config;
 mod eval;
@@ -41,6 +42,8 @@ enum Command {
     Summary,
     /// List the backends compiled into this binary.
     Backends,
+    /// Time training steps and inference on each compiled backend.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Summary => {
             let backend = BackendKind::default_cpu()
                 .ok_or_else(|| anyhow::anyhow!("no backend compiled in"))?;

@@ -178,3 +178,27 @@ fn divergence_names_the_step_and_suggests_a_lower_lr() {
     assert!(stderr.contains("step "), "{stderr}");
     assert!(stderr.contains("try --lr 100000000000"), "{stderr}");
 }
+
+#[test]
+fn bench_reports_every_number_as_json() {
+    let out = ok(mnist().args([
+        "bench",
+        "--quick",
+        "--batch-size",
+        "16",
+        "--backend",
+        "flex",
+        "--json",
+    ]));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("bench --json prints JSON");
+    let r = &report["results"][0];
+    assert_eq!(r["backend"], "flex");
+    for key in [
+        "ms_per_step",
+        "projected_5_epochs_s",
+        "train_images_per_s",
+        "inference_images_per_s",
+    ] {
+        assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {r}");
+    }
+}
