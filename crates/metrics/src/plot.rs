@@ -83,7 +83,18 @@ pub fn confusion_matrix_png(
         (560 / n as i32).max(12)
     };
     let side = cell * n as i32;
-    let (left, top) = (150, 70);
+    let names: Vec<String> = (0..n)
+        .map(|i| {
+            class_names
+                .get(i)
+                .map_or(i.to_string(), |s| (*s).to_string())
+        })
+        .collect();
+    // Room for the longest row name (about 8 px a character at 14 px).
+    let longest = names.iter().map(|s| s.chars().count()).max().unwrap_or(1) as i32;
+    let (left, top) = ((80 + 8 * longest).max(150), 70);
+    // Column names lie flat when they are short, else all stand upright.
+    let upright = longest > 3;
     let size = ((left + side + 130) as u32, (top + side + 110) as u32);
     let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
@@ -131,10 +142,8 @@ pub fn confusion_matrix_png(
                 .map_err(plot_err(WHAT))?;
             }
         }
-        for i in 0..n {
-            let name = class_names
-                .get(i)
-                .map_or(i.to_string(), |s| (*s).to_string());
+        for (i, name) in names.iter().enumerate() {
+            let name = name.clone();
             let mid = i as i32 * cell + cell / 2;
             let right_aligned = text(14).pos(plotters::style::text_anchor::Pos::new(
                 plotters::style::text_anchor::HPos::Right,
@@ -152,7 +161,7 @@ pub fn confusion_matrix_png(
                     plotters::style::text_anchor::VPos::Center,
                 ),
             );
-            let label = if n <= 10 && name.len() <= 3 {
+            let label = if !upright {
                 root.draw(&Text::new(
                     name,
                     (left + mid, top + side + 16),
@@ -171,7 +180,7 @@ pub fn confusion_matrix_png(
         .map_err(plot_err(WHAT))?;
         root.draw(&Text::new(
             "True label",
-            (left - 70, top + side / 2),
+            ((left - 40 - 8 * longest).max(20), top + side / 2),
             centred(text(17).transform(FontTransform::Rotate270)),
         ))
         .map_err(plot_err(WHAT))?;
