@@ -7,6 +7,9 @@
 //!   when it is missing);
 //!   (`cargo xtask bench` times each compiled backend; see `docs/performance.md`).
 
+// Tests may unwrap: a panic there is a failing test with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

@@ -116,7 +116,7 @@ pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, TrainState)>> {
             Some((epoch, e.path()))
         })
         .collect();
-    candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    candidates.sort_unstable_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
     for (_, path) in candidates {
         let state = fs::read(path.join(STATE))
             .ok()

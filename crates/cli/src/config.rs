@@ -175,9 +175,12 @@ mod tests {
         notebook().validate().unwrap();
     }
 
+    /// Spoils one field of the notebook's values.
+    type Spoil = fn(&mut HyperParams);
+
     #[test]
     fn bad_values_are_named() {
-        let cases: [(fn(&mut HyperParams), &str); 7] = [
+        let cases: [(Spoil, &str); 7] = [
             (|h| h.epochs = 0, "--epochs"),
             (|h| h.batch_size = 0, "--batch-size"),
             (|h| h.lr = -1.0, "--lr"),

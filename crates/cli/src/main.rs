@@ -4,6 +4,9 @@
 //! the network, `optim` for RAdam and the schedule, `metrics` for the
 //! report. The backend is chosen at run time among those compiled in.
 
+// Tests may unwrap: a panic there is a failing test with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod bench;
 mod checkpoint;
 mod config;

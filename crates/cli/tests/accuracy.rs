@@ -5,6 +5,8 @@
 //! 93.2% (seed 0) and 95.5% (seed 1). The notebook's batch 600 would make
 //! only 10 steps here.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{mnist, ok};

@@ -1,5 +1,7 @@
 //! The real MNIST files, through the data crate: sizes, first label, pixel statistics.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use mnist_data::{Dataset, load};

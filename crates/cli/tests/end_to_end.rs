@@ -1,5 +1,7 @@
 //! The `mnist` binary end to end on small subsets of real MNIST.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{fails, mnist, ok};
@@ -148,7 +150,7 @@ fn bad_weights_are_clear_errors() {
 
 #[test]
 fn summary_prints_the_architecture() {
-    let out = ok(&mut mnist().arg("summary"));
+    let out = ok(mnist().arg("summary"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("(fc1): Linear(in_features=1568, out_features=100, bias=True)"),

@@ -1,6 +1,8 @@
 //! Interrupted training: kill -9 mid-epoch, then `--resume` must end with
 //! exactly the weights of an uninterrupted run (same seed, same backend).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

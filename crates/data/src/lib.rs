@@ -11,6 +11,9 @@
 //!
 //! This crate knows nothing of models, optimisers or the command line.
 
+// Tests may unwrap: a panic there is a failing test with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod batch;
 pub mod dataset;
 mod error;

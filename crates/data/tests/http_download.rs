@@ -1,6 +1,7 @@
 //! Downloads against a small HTTP server on 127.0.0.1 that serves good,
 //! corrupt and truncated files and server errors.
 
+#![allow(clippy::unwrap_used)]
 #![cfg(feature = "download")]
 
 use std::io::{BufRead, BufReader, Write};

@@ -8,6 +8,9 @@
 //!
 //! Works on plain label slices: it knows nothing of Burn or autodiff.
 
+// Tests may unwrap: a panic there is a failing test with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod confusion;
 pub mod plot;
 

@@ -9,6 +9,9 @@
 //! - [`summary`]: the model printed as PyTorch prints it;
 //! - [`backend`]: choosing a compiled-in backend and device at run time.
 
+// Tests may unwrap: a panic there is a failing test with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod backend;
 pub mod init;
 pub mod seed_cnn;

@@ -1,6 +1,8 @@
 //! Parity with PyTorch 2.9 on the shared golden fixtures: the seed CNN's
 //! logits, loss and gradients for a fixed input, on every compiled CPU backend.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use burn::module::Param;

@@ -9,6 +9,9 @@
 //!
 //! [`Optimizer`]: burn::optim::Optimizer
 
+// Tests may unwrap: a panic there is a failing test with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod radam;
 mod schedule;
 

@@ -1,6 +1,8 @@
 //! Parity with `torch.optim.RAdam(decoupled_weight_decay=True)` and a
 //! per-epoch `ExponentialLR` on the shared golden trajectory (24 steps).
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use burn::module::{Module, Param};

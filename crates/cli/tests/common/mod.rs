@@ -1,5 +1,6 @@
 //! Helpers shared by the CLI's integration tests.
 
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::path::PathBuf;
