@@ -9,20 +9,20 @@ use crate::idx::FormatProblem;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened or read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The file starts like gzip but does not decompress.
-    #[error("{}: not a valid gzip stream ({source}); delete it and download again", path.display())]
+    #[error("{}: not a valid gzip stream ({cause}); delete it and download again", path.display())]
     Gzip {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The IDX content is malformed.
     #[error("{}: {problem}", path.display())]

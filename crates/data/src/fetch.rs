@@ -19,12 +19,12 @@ use crate::dataset::{DataFile, Dataset};
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// Reading or writing a local file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The bytes received or found are not the canonical file.
     #[error(
@@ -94,9 +94,9 @@ pub enum Outcome {
 
 /// Lower-case hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
-    let io_err = |source| FetchError::Io {
+    let io_err = |cause| FetchError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
     let mut hasher = Sha256::new();
@@ -132,9 +132,9 @@ pub fn write_verified(
     progress: &dyn Progress,
 ) -> Result<(), FetchError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let io_err = |path: &Path, source| FetchError::Io {
+    let io_err = |path: &Path, cause| FetchError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let mut tmp = tempfile::Builder::new()
@@ -196,7 +196,7 @@ pub fn import_dataset(
                 io::ErrorKind::NotFound => FetchError::SourceMissing { path: src.clone() },
                 _ => FetchError::Io {
                     path: src.clone(),
-                    source: e,
+                    cause: e,
                 },
             })?;
             let total = reader.metadata().ok().map(|m| m.len());

@@ -78,7 +78,7 @@ pub enum FormatProblem {
         /// Bytes per item.
         item_bytes: u64,
         /// Claimed payload bytes.
-        claimed: u64,
+        claimed: u128,
         /// The limit.
         limit: u64,
     },
@@ -212,15 +212,19 @@ fn parse_header(
 
 fn check_count(claimed: u32, item_bytes: u64, payload: u64) -> Result<(), FormatProblem> {
     let claimed = u64::from(claimed);
-    let claimed_bytes = claimed * item_bytes; // u32 × u32 fits in u64
-    if claimed_bytes > MAX_PAYLOAD_BYTES {
-        return Err(FormatProblem::TooLarge {
-            items: claimed,
-            item_bytes,
-            claimed: claimed_bytes,
-            limit: MAX_PAYLOAD_BYTES,
-        });
-    }
+    // count × rows × cols is three u32s: up to 2^96, so multiply in u128.
+    let wide = u128::from(claimed) * u128::from(item_bytes);
+    let claimed_bytes = match u64::try_from(wide) {
+        Ok(bytes) if bytes <= MAX_PAYLOAD_BYTES => bytes,
+        _ => {
+            return Err(FormatProblem::TooLarge {
+                items: claimed,
+                item_bytes,
+                claimed: wide,
+                limit: MAX_PAYLOAD_BYTES,
+            });
+        }
+    };
     if payload != claimed_bytes {
         return Err(FormatProblem::CountMismatch {
             claimed,
@@ -236,9 +240,9 @@ fn check_count(claimed: u32, item_bytes: u64, payload: u64) -> Result<(), Format
 /// At most [`MAX_PAYLOAD_BYTES`] plus a header are read, so a gzip bomb or a
 /// lying header cannot exhaust memory.
 pub fn read_idx_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
-    let io_err = |source: io::Error| DataError::Io {
+    let io_err = |cause: io::Error| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut file = File::open(path).map_err(io_err)?;
     let mut magic = [0u8; 2];
@@ -250,9 +254,9 @@ pub fn read_idx_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
         GzDecoder::new(file)
             .take(limit)
             .read_to_end(&mut out)
-            .map_err(|source| DataError::Gzip {
+            .map_err(|cause| DataError::Gzip {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })?;
     } else {
         file.take(limit).read_to_end(&mut out).map_err(io_err)?;
@@ -390,6 +394,16 @@ mod tests {
         assert!(matches!(
             parse_images(bytes).unwrap_err(),
             FormatProblem::TooLarge { .. }
+        ));
+    }
+
+    /// Found by `cargo fuzz`: count × rows × cols overflowed u64.
+    #[test]
+    fn dimensions_whose_product_overflows_are_too_large() {
+        let bytes = encode_images(u32::MAX, u32::MAX, u32::MAX, &[0; 8]);
+        assert!(matches!(
+            parse_images(bytes).unwrap_err(),
+            FormatProblem::TooLarge { claimed, .. } if claimed > u128::from(u64::MAX)
         ));
     }
 

@@ -27,12 +27,12 @@ pub struct TorchTensor {
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     /// Reading or writing the file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a readable safetensors file.
     #[error("{}: not a valid safetensors file: {reason}", path.display())]
@@ -242,9 +242,9 @@ pub fn load_state_dict<M: Module>(
 
 /// Read every tensor of a safetensors file as f32 (only f32 files are accepted).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, TorchTensor>, WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| WeightsError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let file = SafeTensors::deserialize(&bytes).map_err(|e| WeightsError::Corrupt {
         path: path.to_path_buf(),
@@ -315,9 +315,9 @@ pub fn weights_bytes<M: Module>(module: &M) -> Vec<u8> {
 /// Save a module's weights, atomically: a crash mid-write leaves any
 /// previous file at `path` intact.
 pub fn save_weights<M: Module>(module: &M, path: &Path) -> Result<(), WeightsError> {
-    write_atomically(path, &weights_bytes(module)).map_err(|source| WeightsError::Io {
+    write_atomically(path, &weights_bytes(module)).map_err(|cause| WeightsError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
