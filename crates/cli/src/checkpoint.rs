@@ -146,3 +146,75 @@ pub fn restore(
     })?;
     Ok((model, optim))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(epochs_done: usize) -> TrainState {
+        TrainState {
+            epochs_done,
+            hyper: HyperParams {
+                epochs: 5,
+                batch_size: 600,
+                lr: 0.0015,
+                weight_decay: 1e-4,
+                gamma: 0.9,
+                seed: 0,
+            },
+            dataset: "mnist".into(),
+            backend: "flex".into(),
+            device: "cpu".into(),
+            train_limit: None,
+            test_limit: None,
+            history: Vec::new(),
+            train_seconds: 0.0,
+            rng: RngState {
+                seed: 0,
+                next_epoch: epochs_done,
+            },
+        }
+    }
+
+    fn fake_checkpoint(dir: &Path, name: &str, files: &[&str], epochs_done: usize) {
+        let path = dir.join("checkpoints").join(name);
+        fs::create_dir_all(&path).unwrap();
+        for file in files {
+            let bytes = if *file == STATE {
+                serde_json::to_vec(&state(epochs_done)).unwrap()
+            } else {
+                b"x".to_vec()
+            };
+            fs::write(path.join(file), bytes).unwrap();
+        }
+    }
+
+    /// A crash while saving leaves a hidden temporary directory, or (were a
+    /// rename interrupted some other way) an incomplete one: both are passed
+    /// over for the newest complete checkpoint.
+    #[test]
+    fn latest_skips_incomplete_checkpoints() {
+        let run = tempfile::tempdir().unwrap();
+        fake_checkpoint(run.path(), "epoch-0001", &[MODEL, OPTIMIZER, STATE], 1);
+        fake_checkpoint(run.path(), "epoch-0002", &[MODEL, OPTIMIZER, STATE], 2);
+        fake_checkpoint(run.path(), ".epoch-0003-Ab12", &[MODEL], 3);
+        fake_checkpoint(run.path(), "epoch-0003", &[MODEL, OPTIMIZER], 3);
+        let (path, found) = latest(run.path()).unwrap().unwrap();
+        assert_eq!(path.file_name().unwrap(), "epoch-0002");
+        assert_eq!(found, state(2));
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_passed_over() {
+        let run = tempfile::tempdir().unwrap();
+        fake_checkpoint(run.path(), "epoch-0001", &[MODEL, OPTIMIZER, STATE], 1);
+        fake_checkpoint(run.path(), "epoch-0002", &[MODEL, OPTIMIZER], 2);
+        fs::write(
+            run.path().join("checkpoints/epoch-0002").join(STATE),
+            b"{ truncated",
+        )
+        .unwrap();
+        let (path, _) = latest(run.path()).unwrap().unwrap();
+        assert_eq!(path.file_name().unwrap(), "epoch-0001");
+    }
+}

@@ -137,6 +137,19 @@ fn bad_flags_fail_before_any_work() {
 }
 
 #[test]
+fn tch_without_libtorch_says_how_to_get_it() {
+    // The default build has no libtorch; asking for it must explain the set-up.
+    let out = mnist().args(["backends"]).output().unwrap();
+    if String::from_utf8_lossy(&out.stdout).contains("tch      not compiled in") {
+        let stderr = fails(mnist().args(["train", "--backend", "tch"]));
+        assert!(
+            stderr.contains("--features tch") && stderr.contains("LIBTORCH"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn bad_weights_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.safetensors");
