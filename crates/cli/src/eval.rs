@@ -45,7 +45,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // Check the weights before loading any data.
     let model = load_weights(SeedCnnConfig::new().init(0, &runtime.device), &args.weights)?;
     if let Some(out) = &args.out {
-        run_dir::check_new(out)?;
+        run_dir::check_creatable(out)?;
     }
     let mut data = mnist_data::load(dataset, &args.data.dir(dataset))?;
     let out = run_dir::create(args.out.as_deref())?;

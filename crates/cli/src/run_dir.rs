@@ -21,6 +21,32 @@ pub fn create(out: Option<&Path>) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Check, without creating anything, that `dir` could be created and
+/// written: its nearest existing ancestor must be a writable directory.
+pub fn check_creatable(dir: &Path) -> Result<()> {
+    check_new(dir)?;
+    let existing = dir
+        .ancestors()
+        .find(|a| a.as_os_str().is_empty() || a.exists())
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .unwrap_or(Path::new("."));
+    if !existing.is_dir() {
+        bail!(
+            "cannot create the run directory {}: {} is not a directory",
+            dir.display(),
+            existing.display()
+        );
+    }
+    check_writable(existing)
+        .with_context(|| format!("cannot create the run directory {}", dir.display()))
+}
+
 /// Refuse a directory that already holds a run: nothing a user has is overwritten.
 pub fn check_new(dir: &Path) -> Result<()> {
     if dir.join("model.safetensors").exists() || dir.join("checkpoints").exists() {

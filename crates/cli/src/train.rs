@@ -136,7 +136,7 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
     let runtime = args.runtime.resolve()?;
     let dataset = args.data.dataset()?;
     if let Some(out) = &args.out {
-        run_dir::check_new(out)?;
+        run_dir::check_creatable(out)?;
     }
     Ok(Start {
         state: TrainState {

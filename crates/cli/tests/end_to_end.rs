@@ -217,3 +217,53 @@ fn bench_reports_every_number_as_json() {
         assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {r}");
     }
 }
+
+#[test]
+fn a_corrupt_data_file_fails_with_its_name() {
+    let data = tempfile::tempdir().unwrap();
+    let real = common::data_dir();
+    for name in [
+        "train-images-idx3-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        std::fs::copy(real.join(name), data.path().join(name)).unwrap();
+    }
+    // A label file cut short: gzip stream truncated mid-way.
+    let labels = std::fs::read(real.join("train-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::write(
+        data.path().join("train-labels-idx1-ubyte.gz"),
+        &labels[..labels.len() / 2],
+    )
+    .unwrap();
+    let out = data.path().join("run");
+    let stderr = fails(
+        mnist()
+            .args(["train", "--data-dir"])
+            .arg(data.path())
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(stderr.contains("train-labels-idx1-ubyte.gz"), "{stderr}");
+    assert!(
+        !out.exists(),
+        "no run directory for a run that could not start"
+    );
+}
+
+#[test]
+fn an_unwritable_out_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let stderr = fails(
+        mnist()
+            .args(["train", "--train-limit", "100", "--out"])
+            .arg(file.join("run")),
+    );
+    assert!(
+        stderr.contains("cannot create the run directory"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Epoch ["), "{stderr}");
+}
