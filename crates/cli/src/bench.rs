@@ -5,9 +5,11 @@
 //! Inputs are seeded random images: the cost of a step does not depend on
 //! the pixel values, and no data files are needed.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
@@ -17,7 +19,9 @@ use mnist_model::{BackendKind, DeviceSpec, SeedCnnConfig};
 use mnist_optim::RAdamConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::config::workspace_root;
 
 /// `mnist bench` arguments.
 #[derive(Args, Debug)]
@@ -34,10 +38,17 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Also run bench/torch_bench.py with this Python (with torch installed)
+    /// and report each backend's time as a ratio to PyTorch's.
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Threads PyTorch may use [default: the CPUs available, as rayon uses].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// One backend's numbers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BenchResult {
     backend: String,
     batch_size: usize,
@@ -51,7 +62,7 @@ pub struct BenchResult {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.batch_size == 0 {
-        anyhow::bail!("--batch-size must be at least 1");
+        bail!("--batch-size must be at least 1");
     }
     let backends = if args.backend.is_empty() {
         BackendKind::compiled()
@@ -81,27 +92,44 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ));
     }
     let peak_rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
+    let pytorch = match &args.python {
+        Some(python) => {
+            if !args.json {
+                eprintln!("measuring PyTorch with {}...", python.display());
+            }
+            let threads = args
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let workload = [args.batch_size, warmup, steps, eval_batches, threads];
+            Some(measure_pytorch(python, workload)?)
+        }
+        None => None,
+    };
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "results": results, "peak_rss_mb": peak_rss_mb })
+                &serde_json::json!({ "results": results, "pytorch": pytorch, "peak_rss_mb": peak_rss_mb })
             )?
         );
         return Ok(());
     }
     println!(
-        "{:8} {:>12} {:>18} {:>14} {:>16}",
-        "backend", "ms/step", "5 epochs (proj.)", "train img/s", "inference img/s"
+        "{:20} {:>10} {:>18} {:>12} {:>16} {:>14}",
+        "backend", "ms/step", "5 epochs (proj.)", "train img/s", "inference img/s", "time vs torch"
     );
-    for r in &results {
+    for r in results.iter().chain(&pytorch) {
+        let ratio = pytorch.as_ref().map_or(String::from("-"), |t| {
+            format!("{:.2}x", r.ms_per_step / t.ms_per_step)
+        });
         println!(
-            "{:8} {:>12.1} {:>16.1} s {:>14.0} {:>16.0}",
+            "{:20} {:>10.1} {:>16.1} s {:>12.0} {:>16.0} {:>14}",
             r.backend,
             r.ms_per_step,
             r.projected_5_epochs_s,
             r.train_images_per_s,
-            r.inference_images_per_s
+            r.inference_images_per_s,
+            ratio
         );
     }
     if let Some(mb) = peak_rss_mb {
@@ -164,6 +192,48 @@ fn measure(
         train_images_per_s: batch as f64 * 1e3 / ms_per_step,
         inference_images_per_s,
     }
+}
+
+/// Run `bench/torch_bench.py` on the same workload
+/// (`[batch, warmup, steps, eval_batches, threads]`) and read its JSON.
+fn measure_pytorch(python: &Path, workload: [usize; 5]) -> Result<BenchResult> {
+    let script = workspace_root().join("bench/torch_bench.py");
+    if !script.is_file() {
+        bail!(
+            "{}: not found; --python needs the repository's bench/ directory",
+            script.display()
+        );
+    }
+    let flags = [
+        "--batch-size",
+        "--warmup",
+        "--steps",
+        "--eval-batches",
+        "--threads",
+    ];
+    let mut cmd = Command::new(python);
+    cmd.arg(&script);
+    for (flag, value) in flags.iter().zip(workload) {
+        cmd.arg(flag).arg(value.to_string());
+    }
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} {} failed (is torch installed for it?):\n{}",
+            python.display(),
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "{}: unexpected output: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
 
 /// Peak resident memory of this process (Linux: `VmHWM`).

@@ -267,3 +267,21 @@ fn an_unwritable_out_fails_before_training() {
     );
     assert!(!stderr.contains("Epoch ["), "{stderr}");
 }
+
+#[test]
+fn bench_with_a_python_that_cannot_run_says_so() {
+    let stderr = fails(mnist().args([
+        "bench",
+        "--quick",
+        "--batch-size",
+        "8",
+        "--backend",
+        "flex",
+        "--python",
+        "/nonexistent/python3",
+    ]));
+    assert!(
+        stderr.contains("cannot run /nonexistent/python3"),
+        "{stderr}"
+    );
+}
