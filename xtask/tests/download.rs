@@ -26,16 +26,21 @@ fn xtask() -> Command {
     cmd
 }
 
-#[test]
-fn import_fills_the_directory_and_a_second_run_skips() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = xtask()
+/// `cargo xtask download --from <shared MNIST> --data-dir <dir>`.
+fn import_into(dir: &std::path::Path) -> std::process::Output {
+    xtask()
         .args(["download", "--from"])
         .arg(shared_mnist())
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn import_fills_the_directory_and_a_second_run_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = import_into(dir.path());
     assert!(
         out.status.success(),
         "{}",
@@ -52,13 +57,7 @@ fn import_fills_the_directory_and_a_second_run_skips() {
             std::fs::read(shared_mnist().join(name)).unwrap()
         );
     }
-    let again = xtask()
-        .args(["download", "--from"])
-        .arg(shared_mnist())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let again = import_into(dir.path());
     assert_eq!(
         String::from_utf8_lossy(&again.stdout)
             .matches("already present, checksum ok")

@@ -154,14 +154,7 @@ mod tests {
     fn state(epochs_done: usize) -> TrainState {
         TrainState {
             epochs_done,
-            hyper: HyperParams {
-                epochs: 5,
-                batch_size: 600,
-                lr: 0.0015,
-                weight_decay: 1e-4,
-                gamma: 0.9,
-                seed: 0,
-            },
+            hyper: HyperParams::default(),
             dataset: "mnist".into(),
             backend: "flex".into(),
             device: "cpu".into(),

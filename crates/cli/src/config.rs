@@ -121,6 +121,20 @@ pub struct HyperParams {
     pub seed: u64,
 }
 
+/// The notebook's values (the same as the flags' defaults).
+impl Default for HyperParams {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            batch_size: 600,
+            lr: 0.0015,
+            weight_decay: 1e-4,
+            gamma: 0.9,
+            seed: 0,
+        }
+    }
+}
+
 impl HyperParams {
     /// Reject values that cannot train, before any work starts.
     pub fn validate(&self) -> Result<()> {
@@ -159,20 +173,20 @@ impl HyperParams {
 mod tests {
     use super::*;
 
-    fn notebook() -> HyperParams {
-        HyperParams {
-            epochs: 5,
-            batch_size: 600,
-            lr: 0.0015,
-            weight_decay: 1e-4,
-            gamma: 0.9,
-            seed: 0,
+    #[test]
+    fn defaults_match_the_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            hyper: HyperParams,
         }
+        assert_eq!(Flags::parse_from(["mnist"]).hyper, HyperParams::default());
     }
 
     #[test]
     fn the_notebooks_values_are_valid() {
-        notebook().validate().unwrap();
+        HyperParams::default().validate().unwrap();
     }
 
     /// Spoils one field of the notebook's values.
@@ -190,7 +204,7 @@ mod tests {
             (|h| h.weight_decay = f64::INFINITY, "--weight-decay"),
         ];
         for (break_it, flag) in cases {
-            let mut h = notebook();
+            let mut h = HyperParams::default();
             break_it(&mut h);
             let err = h.validate().unwrap_err().to_string();
             assert!(err.contains(flag), "{err}");
