@@ -12,7 +12,7 @@ use burn::optim::GradientsParams;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mnist_data::{Batches, DataSplits, Normalizer, epoch_order};
-use mnist_metrics::EpochPoint;
+use mnist_metrics::{ConfusionMatrix, EpochPoint};
 use mnist_model::summary::TorchSummary;
 use mnist_model::{SeedCnn, SeedCnnConfig, save_weights};
 use mnist_optim::{EpochExponentialLr, RAdamConfig};
@@ -127,8 +127,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         eval_batch_size: args.eval_batch_size,
         run_dir: &run_dir,
     };
-    let model = trainer.train(model, optim, &mut state)?;
-    trainer.finish(&model, &state)
+    let (model, last) = trainer.train(model, optim, &mut state)?;
+    trainer.finish(&model, last, &state)
 }
 
 fn fresh_start(args: &TrainArgs) -> Result<Start> {
@@ -202,13 +202,22 @@ struct Trainer<'a> {
     run_dir: &'a Path,
 }
 
+/// The test-set evaluation after an epoch, with its duration in seconds.
+struct Evaluation {
+    matrix: ConfusionMatrix,
+    seconds: f64,
+}
+
 impl Trainer<'_> {
+    /// Train the remaining epochs; return the model and the evaluation of
+    /// it after the last epoch (the final report reuses it).
     fn train(
         &self,
         mut model: SeedCnn,
         mut optim: burn::optim::ModuleOptimizer,
         state: &mut TrainState,
-    ) -> Result<SeedCnn> {
+    ) -> Result<(SeedCnn, Evaluation)> {
+        let mut last = None;
         let hyper = state.hyper.clone();
         let schedule = EpochExponentialLr::new()
             .with_initial_lr(hyper.lr)
@@ -264,6 +273,7 @@ impl Trainer<'_> {
                 &self.normalizer,
                 &self.runtime.device,
             );
+            let eval_seconds = eval_started.elapsed().as_secs_f64();
             let point = EpochPoint {
                 epoch: epoch + 1,
                 train_loss: loss_sum / steps as f64,
@@ -278,14 +288,20 @@ impl Trainer<'_> {
                 train.len() as f64 / seconds,
                 seconds,
                 lr,
-                eval_started.elapsed().as_secs_f64()
+                eval_seconds
             );
+            last = Some(Evaluation {
+                matrix,
+                seconds: eval_seconds,
+            });
             state.history.push(point);
             state.epochs_done = epoch + 1;
             state.rng.next_epoch = epoch + 1;
             checkpoint::save(self.run_dir, &model, &optim, state)?;
         }
-        Ok(model)
+        // Fresh runs have epochs >= 1 and finished runs are refused on resume.
+        let last = last.context("no epoch was left to train")?;
+        Ok((model, last))
     }
 
     /// The message for a loss that is NaN or infinite.
@@ -313,18 +329,13 @@ impl Trainer<'_> {
         )
     }
 
-    /// Evaluate the final model, print the notebook's report, write the files.
-    fn finish(&self, model: &SeedCnn, state: &TrainState) -> Result<()> {
+    /// Print the notebook's report for the final model and write the files.
+    fn finish(&self, model: &SeedCnn, last: Evaluation, state: &TrainState) -> Result<()> {
         let inference = model.valid();
-        let started = Instant::now();
-        let matrix = confusion(
-            &inference,
-            &self.data.test,
-            self.eval_batch_size,
-            &self.normalizer,
-            &self.runtime.device,
-        );
-        let eval_seconds = started.elapsed().as_secs_f64();
+        let Evaluation {
+            matrix,
+            seconds: eval_seconds,
+        } = last;
         let names = self.data.dataset.class_names();
         let metrics = Metrics::new(
             &matrix,
