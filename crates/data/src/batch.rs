@@ -5,6 +5,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use crate::augment::Augmentation;
 use crate::dataset::Split;
 
 /// `ToTensor()` then `Normalize(mean, std)`: `(x / 255 − mean) / std` in f32,
@@ -12,6 +13,8 @@ use crate::dataset::Split;
 #[derive(Debug, Clone)]
 pub struct Normalizer {
     table: [f32; 256],
+    mean: f32,
+    std: f32,
 }
 
 impl Normalizer {
@@ -20,7 +23,14 @@ impl Normalizer {
         // Same f32 operations, in the same order, as torchvision.
         Self {
             table: std::array::from_fn(|v| (v as f32 / 255.0 - mean) / std),
+            mean,
+            std,
         }
+    }
+
+    /// The normalised value of a fractional grey level (augmented images).
+    pub fn apply_level(&self, level: f32) -> f32 {
+        (level / 255.0 - self.mean) / self.std
     }
 
     /// The normalised value of one grey level.
@@ -72,6 +82,15 @@ pub struct Batches<'a> {
     batch_size: usize,
     next: usize,
     normalizer: Normalizer,
+    augmentation: Option<EpochAugmentation>,
+}
+
+/// Augmentation of one epoch's images, seeded by the run.
+#[derive(Debug, Clone, Copy)]
+struct EpochAugmentation {
+    augmentation: Augmentation,
+    seed: u64,
+    epoch: usize,
 }
 
 impl<'a> Batches<'a> {
@@ -92,7 +111,20 @@ impl<'a> Batches<'a> {
             batch_size,
             next: 0,
             normalizer,
+            augmentation: None,
         }
+    }
+
+    /// Augment every image, with draws decided by `(seed, epoch, image index)`.
+    pub fn augmented(mut self, augmentation: Augmentation, seed: u64, epoch: usize) -> Self {
+        if !augmentation.is_identity() {
+            self.augmentation = Some(EpochAugmentation {
+                augmentation,
+                seed,
+                epoch,
+            });
+        }
+        self
     }
 
     /// Batches in file order (evaluation).
@@ -118,8 +150,22 @@ impl Iterator for Batches<'_> {
         self.next = end;
         let image_size = self.split.rows * self.split.cols;
         let mut pixels = Vec::with_capacity(indices.len() * image_size);
-        for &i in indices {
-            self.normalizer.extend(self.split.image(i), &mut pixels);
+        match &self.augmentation {
+            None => {
+                for &i in indices {
+                    self.normalizer.extend(self.split.image(i), &mut pixels);
+                }
+            }
+            Some(aug) => {
+                let mut levels = vec![0.0; image_size];
+                for &i in indices {
+                    let mut rng = Augmentation::rng(aug.seed, aug.epoch, i);
+                    let (rows, cols) = (self.split.rows, self.split.cols);
+                    aug.augmentation
+                        .apply(self.split.image(i), rows, cols, &mut rng, &mut levels);
+                    pixels.extend(levels.iter().map(|&v| self.normalizer.apply_level(v)));
+                }
+            }
         }
         Some(HostBatch {
             pixels,
@@ -218,6 +264,40 @@ mod tests {
         );
         assert_ne!(a, epoch_order(1000, 7, 1), "each epoch reshuffles");
         assert_ne!(a, epoch_order(1000, 8, 0), "the seed matters");
+    }
+
+    #[test]
+    fn augmented_batches_change_pixels_not_labels_and_repeat_per_epoch() {
+        let s = Split {
+            pixels: (0..4 * 784).map(|i| ((i * 7) % 256) as u8).collect(),
+            labels: vec![3, 1, 4, 1],
+            rows: 28,
+            cols: 28,
+        };
+        let aug = Augmentation {
+            rotation_degrees: 10.0,
+            translate_pixels: 2.0,
+            ..Augmentation::none()
+        };
+        let norm = Normalizer::new(0.1307, 0.3081);
+        let batch = |epoch| {
+            Batches::sequential(&s, 4, norm.clone())
+                .augmented(aug, 9, epoch)
+                .next()
+                .unwrap()
+        };
+        let plain = Batches::sequential(&s, 4, norm.clone()).next().unwrap();
+        let (a, b) = (batch(0), batch(1));
+        assert_eq!(a.labels, plain.labels);
+        assert_ne!(a.pixels, plain.pixels);
+        assert_eq!(a, batch(0), "same seed and epoch, same images");
+        assert_ne!(a.pixels, b.pixels, "each epoch draws new transforms");
+        // No augmentation at all is the plain path, bit for bit.
+        let none = Batches::sequential(&s, 4, norm.clone())
+            .augmented(Augmentation::none(), 9, 0)
+            .next()
+            .unwrap();
+        assert_eq!(none, plain);
     }
 
     #[cfg(feature = "burn")]

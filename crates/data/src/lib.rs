@@ -4,8 +4,11 @@
 //!   against the bytes really present;
 //! - [`dataset`]: MNIST and Fashion-MNIST — files, checksums, class names,
 //!   normalisation constants — and loading them from a directory;
+//! - [`augment`]: seeded random affine transforms and erasing for training;
 //! - [`batch`]: per-epoch seeded shuffling, normalisation and mini-batches
 //!   (as Burn tensors with the `burn` feature);
+//! - [`digit`]: a user's own digit picture prepared as MNIST prepared its
+//!   digits (`digit` feature);
 //! - [`download`]: fetching or importing the canonical files, verified by
 //!   SHA-256 and written atomically (`download` feature).
 //!
@@ -14,12 +17,16 @@
 // Tests may unwrap: a panic there is a failing test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod augment;
 pub mod batch;
 pub mod dataset;
+#[cfg(feature = "digit")]
+pub mod digit;
 mod error;
 pub mod fetch;
 pub mod idx;
 
+pub use augment::Augmentation;
 #[cfg(feature = "burn")]
 pub use batch::Batch;
 pub use batch::{Batches, HostBatch, Normalizer, epoch_order};

@@ -1,0 +1,236 @@
+//! A user's own digit picture turned into an MNIST image, the way MNIST's
+//! digits were made: grey scale, light digit on a dark background, cropped
+//! to the digit, scaled to fit 20×20 keeping its aspect ratio, and placed
+//! in a 28×28 field with its centre of mass at the centre.
+//!
+//! Photos and scans are usually dark ink on light paper; the background is
+//! judged from the picture's border and inverted when light, then stretched
+//! so the paper is black and the darkest ink white.
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use image::{GrayImage, Luma};
+
+/// Side of an MNIST image.
+pub const SIDE: usize = 28;
+/// Side of the box the digit is scaled into.
+const DIGIT_BOX: u32 = 20;
+/// Grey level (after inversion and stretching) counted as ink when cropping.
+const INK: u8 = 64;
+
+/// Why a picture could not be turned into a digit.
+#[derive(Debug, thiserror::Error)]
+pub enum DigitError {
+    /// The file could not be read or decoded.
+    #[error("{}: cannot read the picture: {cause}", path.display())]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's complaint.
+        cause: image::ImageError,
+    },
+    /// Nothing stands out from the background.
+    #[error(
+        "{}: no digit found (the picture is one flat shade); use a picture of one digit, dark on light or light on dark",
+        path.display()
+    )]
+    Blank {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Read a PNG or JPEG file and prepare it as an MNIST image (row-major grey
+/// levels, 28×28, light digit on black).
+pub fn load_digit(path: &Path) -> Result<Vec<u8>, DigitError> {
+    let picture = image::ImageReader::open(path)
+        .map_err(|e| DigitError::Decode {
+            path: path.to_path_buf(),
+            cause: image::ImageError::IoError(e),
+        })?
+        .with_guessed_format()
+        .map_err(|e| DigitError::Decode {
+            path: path.to_path_buf(),
+            cause: image::ImageError::IoError(e),
+        })?
+        .decode()
+        .map_err(|cause| DigitError::Decode {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+    // Transparent pixels count as white paper.
+    let with_alpha = picture.to_luma_alpha8();
+    let grey = GrayImage::from_fn(with_alpha.width(), with_alpha.height(), |x, y| {
+        let [level, alpha] = with_alpha.get_pixel(x, y).0;
+        let a = f32::from(alpha) / 255.0;
+        Luma([(f32::from(level) * a + 255.0 * (1.0 - a)).round() as u8])
+    });
+    prepare_digit(&grey).ok_or_else(|| DigitError::Blank {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Prepare a grey picture as an MNIST image; `None` if it shows no digit.
+pub fn prepare_digit(grey: &GrayImage) -> Option<Vec<u8>> {
+    let ink = light_on_dark(grey)?;
+    let (x0, y0, x1, y1) = bounding_box(&ink)?;
+    let crop = image::imageops::crop_imm(&ink, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+    let (w, h) = crop.dimensions();
+    let scale = DIGIT_BOX as f32 / w.max(h) as f32;
+    let (sw, sh) = (
+        ((w as f32 * scale).round() as u32).clamp(1, DIGIT_BOX),
+        ((h as f32 * scale).round() as u32).clamp(1, DIGIT_BOX),
+    );
+    let digit = image::imageops::resize(&crop, sw, sh, FilterType::Triangle);
+    Some(centre_by_mass(&digit))
+}
+
+/// The picture with the background black and the ink bright, stretched to
+/// the full range; `None` if it has no contrast.
+fn light_on_dark(grey: &GrayImage) -> Option<GrayImage> {
+    let (w, h) = grey.dimensions();
+    let border: Vec<f32> = grey
+        .enumerate_pixels()
+        .filter(|(x, y, _)| *x == 0 || *y == 0 || *x + 1 == w || *y + 1 == h)
+        .map(|(_, _, p)| f32::from(p.0[0]))
+        .collect();
+    let background = border.iter().sum::<f32>() / border.len().max(1) as f32;
+    let invert = background > 127.0;
+    let level = |p: u8| if invert { 255 - p } else { p };
+    let background = if invert {
+        255.0 - background
+    } else {
+        background
+    };
+    let brightest = f32::from(grey.pixels().map(|p| level(p.0[0])).max()?);
+    if brightest - background < 32.0 {
+        return None;
+    }
+    Some(GrayImage::from_fn(w, h, |x, y| {
+        let v = f32::from(level(grey.get_pixel(x, y).0[0]));
+        let stretched = (v - background) / (brightest - background) * 255.0;
+        Luma([stretched.clamp(0.0, 255.0).round() as u8])
+    }))
+}
+
+/// The smallest box holding every ink pixel, as (x0, y0, x1, y1) inclusive.
+fn bounding_box(ink: &GrayImage) -> Option<(u32, u32, u32, u32)> {
+    ink.enumerate_pixels()
+        .filter(|(_, _, p)| p.0[0] >= INK)
+        .fold(None, |bbox, (x, y, _)| {
+            Some(match bbox {
+                None => (x, y, x, y),
+                Some((x0, y0, x1, y1)) => (x0.min(x), y0.min(y), x1.max(x), y1.max(y)),
+            })
+        })
+}
+
+/// Paste `digit` into a 28×28 field so its centre of mass lands on the centre.
+fn centre_by_mass(digit: &GrayImage) -> Vec<u8> {
+    let (mut mass, mut mx, mut my) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y, p) in digit.enumerate_pixels() {
+        let m = f64::from(p.0[0]);
+        mass += m;
+        mx += m * f64::from(x);
+        my += m * f64::from(y);
+    }
+    let (cx, cy) = if mass > 0.0 {
+        (mx / mass, my / mass)
+    } else {
+        (
+            f64::from(digit.width() - 1) / 2.0,
+            f64::from(digit.height() - 1) / 2.0,
+        )
+    };
+    let centre = (SIDE as f64 - 1.0) / 2.0;
+    let dx = (centre - cx).round() as i64;
+    let dy = (centre - cy).round() as i64;
+    let mut out = vec![0u8; SIDE * SIDE];
+    for (x, y, p) in digit.enumerate_pixels() {
+        let (tx, ty) = (i64::from(x) + dx, i64::from(y) + dy);
+        if (0..SIDE as i64).contains(&tx) && (0..SIDE as i64).contains(&ty) {
+            out[ty as usize * SIDE + tx as usize] = p.0[0];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dark vertical bar (a "1") on white paper, off-centre in a large picture.
+    fn photo_of_a_one() -> GrayImage {
+        GrayImage::from_fn(300, 200, |x, y| {
+            let ink = (40..60).contains(&x) && (30..170).contains(&y);
+            Luma([if ink { 20 } else { 235 }])
+        })
+    }
+
+    fn mass_centre(image: &[u8]) -> (f64, f64) {
+        let (mut m, mut sx, mut sy) = (0.0, 0.0, 0.0);
+        for (i, &v) in image.iter().enumerate() {
+            let v = f64::from(v);
+            m += v;
+            sx += v * (i % SIDE) as f64;
+            sy += v * (i / SIDE) as f64;
+        }
+        (sx / m, sy / m)
+    }
+
+    #[test]
+    fn dark_on_light_becomes_a_centred_light_digit_in_a_20_pixel_box() {
+        let digit = prepare_digit(&photo_of_a_one()).unwrap();
+        assert_eq!(digit.len(), 28 * 28);
+        // Background black, ink bright.
+        assert_eq!(digit[0], 0);
+        assert!(digit.iter().copied().max().unwrap() > 200);
+        // The bar is 140 tall: scaled to 20 rows, and centred by mass.
+        let rows: Vec<usize> = (0..SIDE)
+            .filter(|r| digit[r * SIDE..(r + 1) * SIDE].iter().any(|&v| v > 0))
+            .collect();
+        assert_eq!(rows.len(), 20, "{rows:?}");
+        let (cx, cy) = mass_centre(&digit);
+        assert!(
+            (cx - 13.5).abs() <= 1.0 && (cy - 13.5).abs() <= 1.0,
+            "{cx} {cy}"
+        );
+    }
+
+    #[test]
+    fn light_on_dark_is_kept_and_gives_the_same_digit() {
+        let mut inverted = photo_of_a_one();
+        image::imageops::invert(&mut inverted);
+        assert_eq!(
+            prepare_digit(&inverted).unwrap(),
+            prepare_digit(&photo_of_a_one()).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_blank_picture_has_no_digit() {
+        assert!(prepare_digit(&GrayImage::from_pixel(50, 50, Luma([200]))).is_none());
+    }
+
+    #[test]
+    fn unreadable_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("digit.png");
+        std::fs::write(&path, b"not a picture").unwrap();
+        let err = load_digit(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("digit.png") && err.contains("cannot read"),
+            "{err}"
+        );
+        let blank = dir.path().join("blank.png");
+        GrayImage::from_pixel(30, 30, Luma([255]))
+            .save(&blank)
+            .unwrap();
+        let err = load_digit(&blank).unwrap_err().to_string();
+        assert!(
+            err.contains("blank.png") && err.contains("no digit"),
+            "{err}"
+        );
+    }
+}
