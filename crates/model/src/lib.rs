@@ -2,6 +2,9 @@
 //! than about training it:
 //!
 //! - [`seed_cnn`]: the notebook's CNN, layer for layer;
+//! - [`seed_plus`]: the seed CNN with batch norm and dropout;
+//! - [`hvc`]: the Homogeneous Vector Capsule network (Byerly et al. 2020);
+//! - [`network`]: the model picked at run time (`--model`), behind one type;
 //! - [`init`]: PyTorch's default initialisation, from a seeded host RNG so
 //!   the same seed gives the same weights on every backend;
 //! - [`torch_io`]: weights as safetensors with PyTorch's key names and
@@ -13,16 +16,27 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod backend;
+pub mod hvc;
 pub mod init;
+pub mod network;
 pub mod seed_cnn;
+pub mod seed_plus;
 pub mod summary;
 pub mod torch_io;
 
 pub use backend::{BackendError, BackendKind, DeviceSpec};
+pub use hvc::{Hvc, HvcConfig};
+pub use network::{ModelKind, Network};
 pub use seed_cnn::{SeedCnn, SeedCnnConfig};
+pub use seed_plus::{SeedPlusCnn, SeedPlusCnnConfig};
 pub use torch_io::{WeightsError, load_weights, save_weights};
 
-/// Number of trainable scalars in a module.
+/// Number of learned scalars in a module, as PyTorch counts parameters:
+/// batch norm's running statistics are state, not parameters.
 pub fn parameter_count<M: burn::module::Module>(module: &M) -> usize {
-    module.num_params()
+    torch_io::state_dict(module)
+        .iter()
+        .filter(|(key, _)| !key.ends_with(".running_mean") && !key.ends_with(".running_var"))
+        .map(|(_, tensor)| tensor.data.len())
+        .sum()
 }

@@ -76,32 +76,48 @@ impl SeedCnnConfig {
     /// with parameter ids derived from their keys (see [`with_stable_ids`]).
     pub fn init(&self, seed: u64, device: &Device) -> SeedCnn {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let conv = |cin: usize, cout: usize, rng: &mut ChaCha8Rng| {
-            let mut layer = Conv2dConfig::new([cin, cout], [KERNEL, KERNEL])
-                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
-                .init(device);
-            let bound = torch_bound(cin * KERNEL * KERNEL);
-            layer.weight = uniform([cout, cin, KERNEL, KERNEL], bound, rng, device);
-            layer.bias = Some(uniform([cout], bound, rng, device));
-            layer
-        };
-        let linear = |din: usize, dout: usize, rng: &mut ChaCha8Rng| {
-            let mut layer = LinearConfig::new(din, dout).init(device);
-            let bound = torch_bound(din);
-            // Burn stores linear weights as [in, out] (PyTorch: [out, in]).
-            layer.weight = uniform([din, dout], bound, rng, device);
-            layer.bias = Some(uniform([dout], bound, rng, device));
-            layer
-        };
         let model = SeedCnn {
-            conv1: conv(self.in_channels, self.conv1_channels, &mut rng),
-            conv2: conv(self.conv1_channels, self.conv2_channels, &mut rng),
-            fc1: linear(self.flat_features(), self.hidden, &mut rng),
-            fc2: linear(self.hidden, self.num_classes, &mut rng),
+            conv1: self.conv(self.in_channels, self.conv1_channels, &mut rng, device),
+            conv2: self.conv(self.conv1_channels, self.conv2_channels, &mut rng, device),
+            fc1: self.linear(self.flat_features(), self.hidden, &mut rng, device),
+            fc2: self.linear(self.hidden, self.num_classes, &mut rng, device),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             relu: Relu::new(),
         };
         with_stable_ids(model)
+    }
+
+    /// A 5×5 convolution with padding 2, initialised as PyTorch does.
+    pub(crate) fn conv(
+        &self,
+        cin: usize,
+        cout: usize,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Conv2d {
+        let mut layer = Conv2dConfig::new([cin, cout], [KERNEL, KERNEL])
+            .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+            .init(device);
+        let bound = torch_bound(cin * KERNEL * KERNEL);
+        layer.weight = uniform([cout, cin, KERNEL, KERNEL], bound, rng, device);
+        layer.bias = Some(uniform([cout], bound, rng, device));
+        layer
+    }
+
+    /// A linear layer initialised as PyTorch does.
+    pub(crate) fn linear(
+        &self,
+        din: usize,
+        dout: usize,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Linear {
+        let mut layer = LinearConfig::new(din, dout).init(device);
+        let bound = torch_bound(din);
+        // Burn stores linear weights as [in, out] (PyTorch: [out, in]).
+        layer.weight = uniform([din, dout], bound, rng, device);
+        layer.bias = Some(uniform([dout], bound, rng, device));
+        layer
     }
 }
 

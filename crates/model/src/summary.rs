@@ -3,9 +3,9 @@
 
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-use burn::nn::{Linear, PaddingConfig2d};
+use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d};
 
-use crate::SeedCnn;
+use crate::{Hvc, SeedCnn, SeedPlusCnn};
 
 /// A PyTorch-style description of a model.
 pub trait TorchSummary {
@@ -65,6 +65,61 @@ pub fn max_pool2d(layer: &MaxPool2d) -> String {
         square(layer.dilation),
         if layer.ceil_mode { "True" } else { "False" }
     )
+}
+
+/// `BatchNorm2d(16, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)`.
+pub fn batch_norm(layer: &BatchNorm, rank: usize) -> String {
+    let [features] = layer.gamma.lazy_shape().dims::<1>();
+    format!(
+        "BatchNorm{rank}d({features}, eps={:e}, momentum={}, affine=True, track_running_stats=True)",
+        layer.epsilon, layer.momentum
+    )
+    .replace("e-5", "e-05")
+}
+
+/// `Dropout(p=0.3, inplace=False)`.
+pub fn dropout(layer: &Dropout) -> String {
+    format!("Dropout(p={}, inplace=False)", layer.prob)
+}
+
+impl TorchSummary for SeedPlusCnn {
+    fn torch_summary(&self) -> String {
+        format!(
+            "SeedPlusCNN(\n  (conv1): {}\n  (bn1): {}\n  (conv2): {}\n  (bn2): {}\n  (fc1): {}\n  (fc2): {}\n  \
+             (pool): {}\n  (relu): ReLU()\n  (dropout): {}\n)",
+            conv2d(&self.conv1),
+            batch_norm(&self.bn1, 2),
+            conv2d(&self.conv2),
+            batch_norm(&self.bn2, 2),
+            linear(&self.fc1),
+            linear(&self.fc2),
+            max_pool2d(&self.pool),
+            dropout(&self.dropout),
+        )
+    }
+}
+
+impl TorchSummary for Hvc {
+    fn torch_summary(&self) -> String {
+        let mut text = String::from("HVC(\n  (convs): ModuleList(\n");
+        for (i, block) in self.convs.iter().enumerate() {
+            text += &format!(
+                "    ({i}): Sequential({}, {}, ReLU())\n",
+                conv2d(&block.conv).replace(")\n", ")"),
+                batch_norm(&block.bn, 2)
+            );
+        }
+        text += "  )\n  (branches): ModuleList(\n";
+        for (i, branch) in self.branches.iter().enumerate() {
+            let [classes, positions, dims] = branch.weight.lazy_shape().dims::<3>();
+            text += &format!(
+                "    ({i}): HomogeneousVectorCapsules(after conv {}, {positions} capsules of {dims} → {classes} classes, {})\n",
+                self.taps[i] + 1,
+                batch_norm(&branch.bn, 1)
+            );
+        }
+        text + "  )\n)"
+    }
 }
 
 impl TorchSummary for SeedCnn {

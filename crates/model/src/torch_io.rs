@@ -73,10 +73,18 @@ impl PathStack {
         self.0.pop();
     }
 
+    /// The PyTorch key: field names joined by dots. Enum variants (a model
+    /// chosen at run time) are not part of the key, and batch norm's
+    /// `gamma`/`beta` are PyTorch's `weight`/`bias`.
     fn key(&self) -> String {
         self.0
             .iter()
-            .map(|(name, _)| name.as_str())
+            .filter(|(_, holder)| !holder.starts_with("Enum:"))
+            .map(|(name, holder)| match (name.as_str(), holder.as_str()) {
+                ("gamma", "Struct:BatchNorm") => "weight",
+                ("beta", "Struct:BatchNorm") => "bias",
+                (name, _) => name,
+            })
             .collect::<Vec<_>>()
             .join(".")
     }
@@ -232,7 +240,14 @@ pub fn load_state_dict<M: Module>(
     };
     let module = module.map(&mut loader);
     let mut problems = loader.problems;
-    problems.extend(loader.tensors.keys().map(|k| format!("unexpected key {k}")));
+    problems.extend(
+        loader
+            .tensors
+            .keys()
+            // PyTorch's batch-norm step counter; Burn's batch norm has none.
+            .filter(|k| !k.ends_with(".num_batches_tracked"))
+            .map(|k| format!("unexpected key {k}")),
+    );
     if problems.is_empty() {
         Ok(module)
     } else {
@@ -292,6 +307,11 @@ pub fn load_weights<M: Module>(module: M, path: &Path) -> Result<M, WeightsError
 
 /// Serialise a module's weights as safetensors bytes in PyTorch layout.
 pub fn weights_bytes<M: Module>(module: &M) -> Vec<u8> {
+    weights_bytes_with(module, &[])
+}
+
+/// [`weights_bytes`] with extra `(key, value)` metadata.
+pub fn weights_bytes_with<M: Module>(module: &M, extra: &[(&str, &str)]) -> Vec<u8> {
     let tensors = state_dict(module);
     let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
@@ -305,10 +325,9 @@ pub fn weights_bytes<M: Module>(module: &M) -> Vec<u8> {
             .expect("shape and byte length agree by construction");
         (k.clone(), view)
     });
-    let metadata = Some(std::collections::HashMap::from([(
-        "format".to_string(),
-        "pt".to_string(),
-    )]));
+    let mut metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let metadata = Some(metadata);
     safetensors::serialize(views, metadata).expect("f32 tensors always serialise")
 }
 
@@ -319,6 +338,36 @@ pub fn save_weights<M: Module>(module: &M, path: &Path) -> Result<(), WeightsErr
         path: path.to_path_buf(),
         cause,
     })
+}
+
+/// [`save_weights`] with extra `(key, value)` metadata in the file's header.
+pub fn save_weights_with<M: Module>(
+    module: &M,
+    extra: &[(&str, &str)],
+    path: &Path,
+) -> Result<(), WeightsError> {
+    write_atomically(path, &weights_bytes_with(module, extra)).map_err(|cause| WeightsError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })
+}
+
+/// A safetensors file's metadata and tensor names, without its tensors' values.
+pub fn read_header(
+    path: &Path,
+) -> Result<(std::collections::HashMap<String, String>, Vec<String>), WeightsError> {
+    let bytes = std::fs::read(path).map_err(|cause| WeightsError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let corrupt = |e: safetensors::SafeTensorError| WeightsError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
+    let names = metadata.tensors().into_keys().collect();
+    let extra = metadata.metadata().clone().unwrap_or_default();
+    Ok((extra, names))
 }
 
 /// Write `bytes` to a temporary file beside `path`, sync it, then rename it

@@ -1,0 +1,99 @@
+//! Criterion micro-benchmarks of the seed CNN's hot operations at the
+//! notebook's batch size (600), on every compiled CPU backend:
+//!
+//! - the whole forward pass, and forward + backward;
+//! - conv2 (16→32, 5×5 on 14×14), forward and forward + backward;
+//! - the first max-pool (16 × 28×28), forward and forward + backward.
+//!
+//! `cargo bench -p mnist-model --features flex --bench ops` (add
+//! `-- conv2` to run one group). Whole training steps against PyTorch are
+//! `cargo xtask bench`'s job; these numbers locate where a step's time goes.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::pool::MaxPool2dConfig;
+use burn::tensor::{Device, Distribution, Tensor};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mnist_model::SeedCnnConfig;
+use mnist_model::backend::BackendKind;
+
+const BATCH: usize = 600;
+
+fn devices() -> Vec<(&'static str, Device)> {
+    BackendKind::compiled()
+        .into_iter()
+        // ndarray takes seconds per step: too slow to sample usefully.
+        .filter(|b| *b != BackendKind::NdArray || BackendKind::compiled().len() == 1)
+        .filter_map(|b| Some((b.name(), b.device(mnist_model::DeviceSpec::Cpu).ok()?)))
+        .collect()
+}
+
+/// Read a value back so lazy backends finish the work inside the timing.
+fn sync<const D: usize>(t: Tensor<D>) {
+    let _ = t.sum().into_scalar::<f32>();
+}
+
+fn whole_network(c: &mut Criterion) {
+    let mut group = c.benchmark_group("seed_cnn");
+    group.sample_size(10);
+    for (name, device) in devices() {
+        let model = SeedCnnConfig::new().init(0, &device);
+        let images = Tensor::<4>::random([BATCH, 1, 28, 28], Distribution::Default, &device);
+        group.bench_function(BenchmarkId::new("forward", name), |b| {
+            b.iter(|| sync(model.forward(images.clone())))
+        });
+        let train_device = device.clone().autodiff();
+        let model = SeedCnnConfig::new().init(0, &train_device);
+        let images = images.clone().to_device(&train_device);
+        group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
+            b.iter(|| {
+                let grads = model.forward(images.clone()).sum().backward();
+                std::hint::black_box(grads);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn conv2(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2");
+    group.sample_size(10);
+    for (name, device) in devices() {
+        let input = Tensor::<4>::random([BATCH, 16, 14, 14], Distribution::Default, &device);
+        let conv = Conv2dConfig::new([16, 32], [5, 5])
+            .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+            .init(&device);
+        group.bench_function(BenchmarkId::new("forward", name), |b| {
+            b.iter(|| sync(conv.forward(input.clone())))
+        });
+        let train_device = device.clone().autodiff();
+        let conv = Conv2dConfig::new([16, 32], [5, 5])
+            .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+            .init(&train_device);
+        let input = input.to_device(&train_device).require_grad();
+        group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
+            b.iter(|| std::hint::black_box(conv.forward(input.clone()).sum().backward()))
+        });
+    }
+    group.finish();
+}
+
+fn max_pool(c: &mut Criterion) {
+    let mut group = c.benchmark_group("max_pool1");
+    group.sample_size(10);
+    let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+    for (name, device) in devices() {
+        let input = Tensor::<4>::random([BATCH, 16, 28, 28], Distribution::Default, &device);
+        group.bench_function(BenchmarkId::new("forward", name), |b| {
+            b.iter(|| sync(pool.forward(input.clone())))
+        });
+        let input = input.to_device(&device.clone().autodiff()).require_grad();
+        group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
+            b.iter(|| std::hint::black_box(pool.forward(input.clone()).sum().backward()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, whole_network, conv2, max_pool);
+criterion_main!(benches);

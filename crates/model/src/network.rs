@@ -1,0 +1,204 @@
+//! The models a user can pick with `--model`, behind one type.
+//!
+//! [`Network`] is an enum [`Module`], so training, checkpoints and
+//! evaluation handle every model through the same code; its keys are the
+//! chosen model's own (the variant is not part of the key). Saved weights
+//! record which model they belong to, and files without that record
+//! (PyTorch exports) are recognised by their keys.
+
+use std::fmt;
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::hvc::{Hvc, HvcConfig};
+use crate::seed_plus::{SeedPlusCnn, SeedPlusCnnConfig};
+use crate::summary::TorchSummary;
+use crate::torch_io::{self, WeightsError};
+use crate::{SeedCnn, SeedCnnConfig};
+
+/// Safetensors metadata key naming the model of a weights file.
+pub const MODEL_METADATA_KEY: &str = "mnist_rs.model";
+
+/// Which network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// The notebook's CNN.
+    Seed,
+    /// The notebook's CNN with batch norm and dropout.
+    SeedPlus,
+    /// Homogeneous vector capsules (Byerly et al. 2020).
+    Hvc,
+}
+
+impl ModelKind {
+    /// Every model, in the order `--help` lists them.
+    pub const ALL: [ModelKind; 3] = [ModelKind::Seed, ModelKind::SeedPlus, ModelKind::Hvc];
+
+    /// The name used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Seed => "seed",
+            ModelKind::SeedPlus => "seed-plus",
+            ModelKind::Hvc => "hvc",
+        }
+    }
+
+    /// The model called `name`, or an error listing the choices.
+    pub fn from_name(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown model `{name}`; choose one of {}", names.join(", "))
+            })
+    }
+
+    /// A freshly initialised network, its weights drawn from `seed`.
+    pub fn init(self, seed: u64, device: &Device) -> Network {
+        match self {
+            ModelKind::Seed => Network::Seed(SeedCnnConfig::new().init(seed, device)),
+            ModelKind::SeedPlus => Network::SeedPlus(SeedPlusCnnConfig::new().init(seed, device)),
+            ModelKind::Hvc => Network::Hvc(HvcConfig::new().init(seed, device)),
+        }
+    }
+
+    /// The model a weights file holds: its metadata if written by mnist-rs,
+    /// else recognised by its keys (a PyTorch export of the seed CNN has none).
+    pub fn of_weights(path: &Path) -> Result<Self, WeightsError> {
+        let (metadata, keys) = torch_io::read_header(path)?;
+        if let Some(name) = metadata.get(MODEL_METADATA_KEY) {
+            return Self::from_name(name).map_err(|reason| WeightsError::Corrupt {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+        let model = if keys.iter().any(|k| k.starts_with("branches.")) {
+            ModelKind::Hvc
+        } else if keys.iter().any(|k| k.starts_with("bn1.")) {
+            ModelKind::SeedPlus
+        } else {
+            ModelKind::Seed
+        };
+        Ok(model)
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One of the models.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Network {
+    /// The notebook's CNN.
+    Seed(SeedCnn),
+    /// The notebook's CNN with batch norm and dropout.
+    SeedPlus(SeedPlusCnn),
+    /// Homogeneous vector capsules.
+    Hvc(Hvc),
+}
+
+impl Network {
+    /// Which model this is.
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Network::Seed(_) => ModelKind::Seed,
+            Network::SeedPlus(_) => ModelKind::SeedPlus,
+            Network::Hvc(_) => ModelKind::Hvc,
+        }
+    }
+
+    /// Logits `[batch, classes]` for images `[batch, channels, height, width]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Network::Seed(m) => m.forward(images),
+            Network::SeedPlus(m) => m.forward(images),
+            Network::Hvc(m) => m.forward(images),
+        }
+    }
+
+    /// Load the network `path` holds, checking that it is the right model.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, WeightsError> {
+        let kind = ModelKind::of_weights(path)?;
+        torch_io::load_weights(kind.init(0, device), path)
+    }
+
+    /// Save the weights with PyTorch keys, recording the model's name.
+    pub fn save(&self, path: &Path) -> Result<(), WeightsError> {
+        torch_io::save_weights_with(self, &[(MODEL_METADATA_KEY, self.kind().name())], path)
+    }
+}
+
+impl TorchSummary for Network {
+    fn torch_summary(&self) -> String {
+        match self {
+            Network::Seed(m) => m.torch_summary(),
+            Network::SeedPlus(m) => m.torch_summary(),
+            Network::Hvc(m) => m.torch_summary(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::test_devices;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_choices() {
+        for kind in ModelKind::ALL {
+            assert_eq!(ModelKind::from_name(kind.name()).unwrap(), kind);
+        }
+        let err = ModelKind::from_name("resnet").unwrap_err();
+        assert!(err.contains("seed, seed-plus, hvc"), "{err}");
+    }
+
+    #[test]
+    fn keys_are_the_models_own() {
+        let (_, device) = test_devices().remove(0);
+        let keys: Vec<String> = torch_io::state_dict(&ModelKind::SeedPlus.init(0, &device))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(&keys[..2], ["conv1.weight", "conv1.bias"]);
+        for key in [
+            "bn1.weight",
+            "bn1.bias",
+            "bn1.running_mean",
+            "bn1.running_var",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn saved_weights_name_their_model_and_load_back() {
+        let (_, device) = test_devices().remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        for kind in [ModelKind::Seed, ModelKind::SeedPlus] {
+            let path = dir.path().join(format!("{kind}.safetensors"));
+            let model = kind.init(3, &device);
+            model.save(&path).unwrap();
+            assert_eq!(ModelKind::of_weights(&path).unwrap(), kind);
+            let loaded = Network::load(&path, &device).unwrap();
+            assert_eq!(loaded.kind(), kind);
+            assert_eq!(torch_io::state_dict(&loaded), torch_io::state_dict(&model));
+        }
+    }
+
+    #[test]
+    fn files_without_metadata_are_recognised_by_their_keys() {
+        let (_, device) = test_devices().remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plain.safetensors");
+        // save_weights writes no model name, as a PyTorch export would.
+        torch_io::save_weights(&ModelKind::SeedPlus.init(0, &device), &path).unwrap();
+        assert_eq!(ModelKind::of_weights(&path).unwrap(), ModelKind::SeedPlus);
+    }
+}
