@@ -5,18 +5,25 @@
 //!   the moment update), as a per-parameter Burn [`Optimizer`] whose state
 //!   is a [`RecordState`] that checkpoints save;
 //! - [`EpochExponentialLr`]: PyTorch's `ExponentialLR` stepped once per
-//!   epoch, as the notebook does (Burn's schedulers step per iteration).
+//!   epoch, as the notebook does (Burn's schedulers step per iteration);
+//!   [`RunSchedule`] adds one-cycle, cosine with warm-up and constant rates;
+//! - [`OptimizerKind`]: RAdam, Adam or AdamW chosen at run time;
+//! - [`WeightEma`]: an exponential moving average of the weights.
 //!
 //! [`Optimizer`]: burn::optim::Optimizer
 
 // Tests may unwrap: a panic there is a failing test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod choice;
+mod ema;
 mod radam;
 mod schedule;
 
+pub use choice::OptimizerKind;
+pub use ema::WeightEma;
 pub use radam::{RAdam, RAdamConfig, RAdamState};
-pub use schedule::EpochExponentialLr;
+pub use schedule::{EpochExponentialLr, LrSchedule, RunSchedule};
 
 // `#[derive(RecordState)]` names these through `crate::`.
 #[doc(hidden)]
