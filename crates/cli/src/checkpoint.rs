@@ -1,8 +1,9 @@
 //! Per-epoch checkpoints: weights, optimizer state, epoch and RNG state.
 //!
 //! Each checkpoint is a directory `checkpoints/epoch-NNNN/` holding
-//! `model.safetensors`, `optimizer.bpk` (Burn's burnpack of the RAdam state)
-//! and `state.json`. It is assembled in a hidden temporary directory and
+//! `model.safetensors`, `optimizer.bpk` (Burn's burnpack of the optimizer
+//! state), `state.json` and, when the run averages its weights,
+//! `ema.safetensors`. It is assembled in a hidden temporary directory and
 //! renamed into place, so a crash while saving leaves the previous
 //! checkpoints as they were and never a half-written one.
 
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use mnist_metrics::EpochPoint;
-use mnist_model::SeedCnn;
+use mnist_model::Network;
 use mnist_model::torch_io::{load_weights, weights_bytes, write_atomically};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,9 @@ pub struct TrainState {
     pub history: Vec<EpochPoint>,
     /// Seconds of training steps so far.
     pub train_seconds: f64,
+    /// Updates folded into the weights' moving average so far.
+    #[serde(default)]
+    pub ema_updates: usize,
     /// The RNG state. Initial weights come from `seed`, and the shuffle of
     /// epoch `e` from `(seed, e)` alone, so the seed and the next epoch are
     /// the whole state.
@@ -57,6 +61,7 @@ pub struct RngState {
 const MODEL: &str = "model.safetensors";
 const OPTIMIZER: &str = "optimizer.bpk";
 const STATE: &str = "state.json";
+const EMA: &str = "ema.safetensors";
 
 fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
@@ -65,8 +70,9 @@ fn checkpoints_dir(run_dir: &Path) -> PathBuf {
 /// Save a checkpoint after epoch `state.epochs_done`; returns its directory.
 pub fn save(
     run_dir: &Path,
-    model: &SeedCnn,
+    model: &Network,
     optim: &ModuleOptimizer,
+    ema: Option<&Network>,
     state: &TrainState,
 ) -> Result<PathBuf> {
     let dir = checkpoints_dir(run_dir);
@@ -79,14 +85,17 @@ pub fn save(
     let optimizer = optim
         .into_bytes()
         .context("cannot serialise the optimizer state")?;
-    let files: [(&str, &[u8]); 3] = [
-        (MODEL, &weights_bytes(model)),
-        (OPTIMIZER, &optimizer),
-        (STATE, &serde_json::to_vec_pretty(state)?),
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        (MODEL, weights_bytes(model)),
+        (OPTIMIZER, optimizer.to_vec()),
+        (STATE, serde_json::to_vec_pretty(state)?),
     ];
+    if let Some(ema) = ema {
+        files.push((EMA, weights_bytes(ema)));
+    }
     for (file, bytes) in files {
         let path = tmp.path().join(file);
-        write_atomically(&path, bytes)
+        write_atomically(&path, &bytes)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let final_dir = dir.join(&name);
@@ -134,9 +143,9 @@ pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, TrainState)>> {
 /// Restore weights and optimizer state from a checkpoint directory.
 pub fn restore(
     path: &Path,
-    model: SeedCnn,
+    model: Network,
     optim: ModuleOptimizer,
-) -> Result<(SeedCnn, ModuleOptimizer)> {
+) -> Result<(Network, ModuleOptimizer)> {
     let model = load_weights(model, &path.join(MODEL))?;
     let optim = optim.load(path.join(OPTIMIZER)).with_context(|| {
         format!(
@@ -145,6 +154,18 @@ pub fn restore(
         )
     })?;
     Ok((model, optim))
+}
+
+/// Restore the weights' moving average into `average` (a copy of the model).
+pub fn restore_ema(path: &Path, average: Network) -> Result<Network> {
+    let file = path.join(EMA);
+    if !file.is_file() {
+        bail!(
+            "{}: the run averages its weights but this checkpoint has no {EMA}",
+            path.display()
+        );
+    }
+    Ok(load_weights(average, &file)?)
 }
 
 #[cfg(test)]
@@ -162,6 +183,7 @@ mod tests {
             test_limit: None,
             history: Vec::new(),
             train_seconds: 0.0,
+            ema_updates: 0,
             rng: RngState {
                 seed: 0,
                 next_epoch: epochs_done,

@@ -1,17 +1,18 @@
-//! `mnist eval`: evaluate saved or PyTorch-exported weights on the test set.
+//! `mnist eval`: evaluate saved or PyTorch-exported weights on the test set;
+//! several weights files are evaluated as an ensemble that averages the
+//! models' class probabilities.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::module::Module;
 use clap::Args;
 use mnist_data::Normalizer;
+use mnist_model::Network;
 use mnist_model::summary::TorchSummary;
-use mnist_model::{SeedCnnConfig, load_weights};
 
 use crate::config::{DataArgs, RuntimeArgs};
-use crate::evaluate::confusion;
+use crate::evaluate::{confusion, ensemble_confusion};
 use crate::report::{Metrics, RunInfo, print_report, write_files};
 use crate::run_dir;
 
@@ -22,9 +23,10 @@ pub struct EvalArgs {
     runtime: RuntimeArgs,
     #[command(flatten)]
     data: DataArgs,
-    /// Weights to evaluate: a safetensors file from `mnist train` or PyTorch.
-    #[arg(long)]
-    weights: PathBuf,
+    /// Weights to evaluate: safetensors files from `mnist train` or PyTorch;
+    /// with several, their ensemble (mean probabilities) is evaluated.
+    #[arg(long, num_args = 1.., required = true)]
+    weights: Vec<PathBuf>,
     /// Print metrics.json to stdout instead of the human report.
     #[arg(long)]
     json: bool,
@@ -42,8 +44,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let runtime = args.runtime.resolve()?;
     let dataset = args.data.dataset()?;
-    // Check the weights before loading any data.
-    let model = load_weights(SeedCnnConfig::new().init(0, &runtime.device), &args.weights)?;
+    // Check the weights before loading any data; each file names its model.
+    let models = args
+        .weights
+        .iter()
+        .map(|path| Network::load(path, &runtime.device))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(out) = &args.out {
         run_dir::check_creatable(out)?;
     }
@@ -54,13 +60,30 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let normalizer = Normalizer::new(dataset.mean(), dataset.std());
     let started = Instant::now();
-    let matrix = confusion(
-        &model,
+    let matrix = ensemble_confusion(
+        &models,
         &data.test,
         args.batch_size,
         &normalizer,
         &runtime.device,
     );
+    let eval_seconds = started.elapsed().as_secs_f64();
+    let member_accuracies: Vec<f64> = if models.len() > 1 {
+        models
+            .iter()
+            .map(|m| {
+                confusion(m, &data.test, args.batch_size, &normalizer, &runtime.device).accuracy()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut kinds: Vec<String> = models.iter().map(|m| m.kind().to_string()).collect();
+    kinds.dedup();
+    let model_name = match models.len() {
+        1 => kinds.join(""),
+        n => format!("ensemble of {n} ({})", kinds.join(", ")),
+    };
     let names = dataset.class_names();
     let metrics = Metrics::new(
         &matrix,
@@ -68,14 +91,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
             train_images: 0,
             epochs: 0,
             train_seconds: 0.0,
-            eval_seconds: started.elapsed().as_secs_f64(),
+            eval_seconds,
             backend: runtime.backend.to_string(),
             device: runtime.spec.to_string(),
             dataset: dataset.to_string(),
-            model: "seed".to_string(),
-            parameters: model.num_params(),
+            model: model_name,
+            parameters: models.iter().map(mnist_model::parameter_count).sum(),
             hyper_parameters: None,
-            weights: Some(args.weights.clone()),
+            weights: args.weights.clone(),
+            member_accuracies: member_accuracies.clone(),
             history: Vec::new(),
             class_names: names.iter().map(|s| s.to_string()).collect(),
         },
@@ -84,7 +108,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
-        print_report(&model.torch_summary(), &metrics, &matrix, &names);
+        let summary = models
+            .iter()
+            .map(|m| m.torch_summary())
+            .collect::<Vec<_>>()
+            .join("\n");
+        print_report(&summary, &metrics, &matrix, &names);
+        for ((path, accuracy), _) in args.weights.iter().zip(&member_accuracies).zip(&models) {
+            println!("  member {}: {:.2}%", path.display(), 100.0 * accuracy);
+        }
         for path in written {
             println!("Wrote {}", path.display());
         }

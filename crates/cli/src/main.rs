@@ -12,6 +12,7 @@ mod checkpoint;
 mod config;
 mod eval;
 mod evaluate;
+mod predict;
 mod report;
 mod run_dir;
 mod train;
@@ -19,10 +20,9 @@ mod train;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use mnist_model::summary::TorchSummary;
-use mnist_model::{BackendKind, SeedCnnConfig};
+use mnist_model::{BackendKind, ModelKind};
 
 #[derive(Parser)]
 #[command(
@@ -37,12 +37,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the notebook's CNN (defaults reproduce the notebook's run).
+    /// Train a model (defaults reproduce the notebook's run; see --recipe).
     Train(train::TrainArgs),
-    /// Evaluate weights on the test set and write the report.
+    /// Evaluate weights, or an ensemble of several, on the test set.
     Eval(eval::EvalArgs),
-    /// Print the model's architecture and parameter count.
-    Summary,
+    /// Classify your own digit pictures (PNG, JPEG) with trained weights.
+    Predict(predict::PredictArgs),
+    /// Print a model's architecture and parameter count.
+    Summary {
+        /// seed, seed-plus or hvc.
+        #[arg(long, default_value = "seed")]
+        model: String,
+    },
     /// List the backends compiled into this binary.
     Backends,
     /// Time training steps and inference on each compiled backend.
@@ -50,18 +56,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let mut cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    // `--resume` may extend a run with `--epochs`, but only when it is given.
-    if let Command::Train(args) = &mut cli.command {
-        args.epochs_given = matches
-            .subcommand_matches("train")
-            .and_then(|m| m.value_source("epochs"))
-            .is_some_and(|source| source == ValueSource::CommandLine);
-    }
+    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -76,11 +71,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Summary => {
+        Command::Predict(args) => predict::run(args),
+        Command::Summary { model } => {
+            let kind = ModelKind::from_name(&model).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
             let backend = BackendKind::default_cpu()
                 .ok_or_else(|| anyhow::anyhow!("no backend compiled in"))?;
-            let model =
-                SeedCnnConfig::new().init(0, &backend.device(mnist_model::DeviceSpec::Cpu)?);
+            let model = kind.init(0, &backend.device(mnist_model::DeviceSpec::Cpu)?);
             println!("{}", model.torch_summary());
             println!("Total parameters: {}", mnist_model::parameter_count(&model));
             Ok(())

@@ -34,8 +34,12 @@ pub struct RunInfo {
     pub parameters: usize,
     /// Hyper-parameters (absent for a bare evaluation).
     pub hyper_parameters: Option<HyperParams>,
-    /// Weights evaluated (for `mnist eval`).
-    pub weights: Option<PathBuf>,
+    /// Weights evaluated (for `mnist eval`; several for an ensemble).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<PathBuf>,
+    /// Each ensemble member's own accuracy, in `weights` order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub member_accuracies: Vec<f64>,
     /// Per-epoch training loss and test accuracy.
     pub history: Vec<EpochPoint>,
     /// Class names, index = label.

@@ -1,5 +1,5 @@
-//! `mnist train`: the notebook's training run, with checkpoints, resume,
-//! progress and a full report at the end.
+//! `mnist train`: the notebook's training run by default, any model and
+//! recipe by flags; with checkpoints, resume, progress and a full report.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -13,12 +13,12 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mnist_data::{Batches, DataSplits, Normalizer, epoch_order};
 use mnist_metrics::{ConfusionMatrix, EpochPoint};
+use mnist_model::Network;
 use mnist_model::summary::TorchSummary;
-use mnist_model::{SeedCnn, SeedCnnConfig, save_weights};
-use mnist_optim::{EpochExponentialLr, RAdamConfig};
+use mnist_optim::WeightEma;
 
 use crate::checkpoint::{self, RngState, TrainState};
-use crate::config::{DataArgs, HyperParams, Runtime, RuntimeArgs};
+use crate::config::{DataArgs, Runtime, RuntimeArgs, TrainFlags};
 use crate::evaluate::confusion;
 use crate::report::{Metrics, RunInfo, print_report, write_files};
 use crate::run_dir;
@@ -31,7 +31,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
-    hyper: HyperParams,
+    train: TrainFlags,
     /// Run directory for checkpoints, weights and reports [default: runs/<timestamp>/].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -42,9 +42,6 @@ pub struct TrainArgs {
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 600)]
     eval_batch_size: usize,
-    /// Whether `--epochs` was on the command line (set by `main`).
-    #[arg(skip)]
-    pub epochs_given: bool,
 }
 
 /// Where a run starts from.
@@ -101,18 +98,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
         RunDir::New(out) => run_dir::create(out.as_deref())?,
     };
     let device = runtime.device.clone().autodiff();
-    let mut model = SeedCnnConfig::new().init(state.hyper.seed, &device);
-    let mut optim = RAdamConfig::new()
-        .with_weight_decay(state.hyper.weight_decay)
-        .init();
+    let hyper = &state.hyper;
+    let mut model = hyper.model_kind()?.init(hyper.seed, &device);
+    let mut optim = hyper.optimizer_kind()?.init(hyper.weight_decay);
+    let mut ema =
+        (hyper.ema_decay > 0.0).then(|| WeightEma::new(&model, hyper.ema_decay, state.ema_updates));
     if let Some(path) = &start.checkpoint {
         (model, optim) = checkpoint::restore(path, model, optim)?;
+        if let Some(ema) = &mut ema {
+            ema.set_average(checkpoint::restore_ema(path, model.valid())?);
+        }
         println!(
             "Resuming from {} (epoch {} done)",
             path.display(),
             state.epochs_done
         );
     }
+    println!(
+        "Model {} ({} parameters): {}",
+        model.kind(),
+        mnist_model::parameter_count(&model),
+        state.hyper.describe()
+    );
     println!(
         "Training on {} ({}), run directory {}",
         runtime.backend,
@@ -127,12 +134,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         eval_batch_size: args.eval_batch_size,
         run_dir: &run_dir,
     };
-    let (model, last) = trainer.train(model, optim, &mut state)?;
+    let (model, last) = trainer.train(model, optim, ema, &mut state)?;
     trainer.finish(&model, last, &state)
 }
 
 fn fresh_start(args: &TrainArgs) -> Result<Start> {
-    args.hyper.validate()?;
+    let hyper = args.train.resolve();
+    hyper.validate()?;
     let runtime = args.runtime.resolve()?;
     let dataset = args.data.dataset()?;
     if let Some(out) = &args.out {
@@ -141,7 +149,7 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
     Ok(Start {
         state: TrainState {
             epochs_done: 0,
-            hyper: args.hyper.clone(),
+            hyper: hyper.clone(),
             dataset: dataset.name().to_string(),
             backend: runtime.backend.name().to_string(),
             device: runtime.spec.to_string(),
@@ -149,8 +157,9 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
             test_limit: args.data.test_limit,
             history: Vec::new(),
             train_seconds: 0.0,
+            ema_updates: 0,
             rng: RngState {
-                seed: args.hyper.seed,
+                seed: hyper.seed,
                 next_epoch: 0,
             },
         },
@@ -169,16 +178,16 @@ fn resume_point(dir: &Path, args: &TrainArgs) -> Result<Start> {
         );
     };
     // An explicit --epochs may extend a run; every other setting is the run's own.
-    if args.epochs_given {
-        if args.hyper.epochs < state.epochs_done {
+    if let Some(epochs) = args.train.epochs {
+        if epochs < state.epochs_done {
             bail!(
                 "{}: --epochs {} is fewer than the {} epochs already done",
                 dir.display(),
-                args.hyper.epochs,
+                epochs,
                 state.epochs_done
             );
         }
-        state.hyper.epochs = args.hyper.epochs;
+        state.hyper.epochs = epochs;
     }
     if state.epochs_done >= state.hyper.epochs {
         bail!(
@@ -209,35 +218,48 @@ struct Evaluation {
 }
 
 impl Trainer<'_> {
-    /// Train the remaining epochs; return the model and the evaluation of
-    /// it after the last epoch (the final report reuses it).
+    /// Train the remaining epochs; return the model to keep (the weights'
+    /// moving average when the run keeps one) and its evaluation after the
+    /// last epoch (the final report reuses it).
     fn train(
         &self,
-        mut model: SeedCnn,
+        mut model: Network,
         mut optim: burn::optim::ModuleOptimizer,
+        mut ema: Option<WeightEma<Network>>,
         state: &mut TrainState,
-    ) -> Result<(SeedCnn, Evaluation)> {
+    ) -> Result<(Network, Evaluation)> {
         let mut last = None;
         let hyper = state.hyper.clone();
-        let schedule = EpochExponentialLr::new()
-            .with_initial_lr(hyper.lr)
-            .with_gamma(hyper.gamma);
-        let device = self.runtime.device.clone().autodiff();
-        let loss_fn = CrossEntropyLossConfig::new().init(&device);
         let train = &self.data.train;
         let steps = Batches::count(train.len(), hyper.batch_size);
+        let schedule = hyper.schedule_kind(steps)?;
+        let device = self.runtime.device.clone().autodiff();
+        let mut loss_config = CrossEntropyLossConfig::new();
+        if hyper.label_smoothing > 0.0 {
+            loss_config = loss_config.with_smoothing(Some(hyper.label_smoothing as f32));
+        }
+        let loss_fn = loss_config.init(&device);
+        let augmentation = hyper.augment.augmentation();
         // The notebook prints four times an epoch.
         let log_every = (steps / 4).max(1);
 
         for epoch in state.epochs_done..hyper.epochs {
-            let lr = schedule.lr(epoch);
+            // Dropout draws from the device RNG: seed it per epoch so a
+            // resumed run draws what an uninterrupted one would.
+            device.seed(
+                hyper
+                    .seed
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add(epoch as u64),
+            );
             let bar = progress_bar(steps as u64, epoch + 1, hyper.epochs);
             let started = Instant::now();
             let mut loss_sum = 0.0;
             let order = epoch_order(train.len(), hyper.seed, epoch);
-            for (step, batch) in
-                Batches::new(train, order, hyper.batch_size, self.normalizer.clone()).enumerate()
-            {
+            let batches = Batches::new(train, order, hyper.batch_size, self.normalizer.clone())
+                .augmented(augmentation, hyper.seed, epoch);
+            for (step, batch) in batches.enumerate() {
+                let lr = schedule.lr(epoch, step);
                 let batch = batch.to_device(&device);
                 let loss = loss_fn.forward(model.forward(batch.images), batch.targets);
                 let loss_value = f64::from(loss.clone().into_scalar::<f32>());
@@ -247,6 +269,9 @@ impl Trainer<'_> {
                 loss_sum += loss_value;
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(lr, model, grads);
+                if let Some(ema) = &mut ema {
+                    ema.update(&model);
+                }
                 bar.inc(1);
                 if (step + 1) % log_every == 0 {
                     bar.suspend(|| {
@@ -266,8 +291,12 @@ impl Trainer<'_> {
             state.train_seconds += seconds;
 
             let eval_started = Instant::now();
+            let kept = match &ema {
+                Some(ema) => ema.average().clone(),
+                None => model.valid(),
+            };
             let matrix = confusion(
-                &model.valid(),
+                &kept,
                 &self.data.test,
                 self.eval_batch_size,
                 &self.normalizer,
@@ -280,28 +309,42 @@ impl Trainer<'_> {
                 test_accuracy: matrix.accuracy(),
             };
             println!(
-                "Epoch {}/{} done: mean train loss {:.4}, test accuracy {:.2}%, {:.0} images/s ({:.1} s, lr {:.6}, eval {:.1} s)",
+                "Epoch {}/{} done: mean train loss {:.4}, test accuracy {:.2}%{}, {:.0} images/s ({:.1} s, lr {:.6}, eval {:.1} s)",
                 epoch + 1,
                 hyper.epochs,
                 point.train_loss,
                 100.0 * point.test_accuracy,
+                if ema.is_some() {
+                    " (weight average)"
+                } else {
+                    ""
+                },
                 train.len() as f64 / seconds,
                 seconds,
-                lr,
+                schedule.lr(epoch, steps.saturating_sub(1)),
                 eval_seconds
             );
-            last = Some(Evaluation {
-                matrix,
-                seconds: eval_seconds,
-            });
+            last = Some((
+                kept,
+                Evaluation {
+                    matrix,
+                    seconds: eval_seconds,
+                },
+            ));
             state.history.push(point);
             state.epochs_done = epoch + 1;
             state.rng.next_epoch = epoch + 1;
-            checkpoint::save(self.run_dir, &model, &optim, state)?;
+            state.ema_updates = ema.as_ref().map_or(0, |e| e.updates());
+            checkpoint::save(
+                self.run_dir,
+                &model,
+                &optim,
+                ema.as_ref().map(|e| e.average()),
+                state,
+            )?;
         }
         // Fresh runs have epochs >= 1 and finished runs are refused on resume.
-        let last = last.context("no epoch was left to train")?;
-        Ok((model, last))
+        last.context("no epoch was left to train")
     }
 
     /// The message for a loss that is NaN or infinite.
@@ -330,8 +373,7 @@ impl Trainer<'_> {
     }
 
     /// Print the notebook's report for the final model and write the files.
-    fn finish(&self, model: &SeedCnn, last: Evaluation, state: &TrainState) -> Result<()> {
-        let inference = model.valid();
+    fn finish(&self, inference: &Network, last: Evaluation, state: &TrainState) -> Result<()> {
         let Evaluation {
             matrix,
             seconds: eval_seconds,
@@ -347,10 +389,11 @@ impl Trainer<'_> {
                 backend: self.runtime.backend.to_string(),
                 device: self.runtime.spec.to_string(),
                 dataset: self.data.dataset.to_string(),
-                model: "seed".to_string(),
-                parameters: inference.num_params(),
+                model: inference.kind().to_string(),
+                parameters: mnist_model::parameter_count(inference),
                 hyper_parameters: Some(state.hyper.clone()),
-                weights: None,
+                weights: Vec::new(),
+                member_accuracies: Vec::new(),
                 history: state.history.clone(),
                 class_names: names.iter().map(|s| s.to_string()).collect(),
             },
@@ -366,7 +409,7 @@ impl Trainer<'_> {
         );
         print_report(&inference.torch_summary(), &metrics, &matrix, &names);
         let weights = self.run_dir.join("model.safetensors");
-        save_weights(&inference, &weights)?;
+        inference.save(&weights)?;
         let mut written = vec![weights];
         written.extend(write_files(self.run_dir, &metrics, &matrix, &names)?);
         for path in written {
