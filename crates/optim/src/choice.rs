@@ -51,7 +51,7 @@ impl OptimizerKind {
             OptimizerKind::RAdam => RAdamConfig::new().with_weight_decay(weight_decay).init(),
             OptimizerKind::Adam => AdamConfig::new()
                 .with_epsilon(EPSILON)
-                .with_weight_decay((weight_decay > 0.0).then(|| WeightDecayConfig {
+                .with_weight_decay((weight_decay > 0.0).then_some(WeightDecayConfig {
                     penalty: weight_decay as f32,
                 }))
                 .init(),
