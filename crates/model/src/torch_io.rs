@@ -328,7 +328,51 @@ pub fn weights_bytes_with<M: Module>(module: &M, extra: &[(&str, &str)]) -> Vec<
     let mut metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let metadata = Some(metadata);
-    safetensors::serialize(views, metadata).expect("f32 tensors always serialise")
+    let bytes = safetensors::serialize(views, metadata).expect("f32 tensors always serialise");
+    with_sorted_header(bytes)
+}
+
+/// The same file with its JSON header's keys in sorted order.
+///
+/// safetensors writes the metadata from a `HashMap`, whose order changes
+/// from run to run; sorting makes equal weights give byte-identical files
+/// (comparable by hash or `cmp`). The header keeps its length, so the
+/// tensor data and offsets are untouched.
+fn with_sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len_bytes) = bytes.get(..8) else {
+        return bytes;
+    };
+    let mut len = [0u8; 8];
+    len.copy_from_slice(len_bytes);
+    let header_len = u64::from_le_bytes(len) as usize;
+    let Some(header) = bytes.get(8..8 + header_len) else {
+        return bytes;
+    };
+    let Ok(parsed) =
+        serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(header.trim_ascii_end())
+    else {
+        return bytes;
+    };
+    let sorted: BTreeMap<String, serde_json::Value> = parsed
+        .into_iter()
+        .map(|(key, value)| match value {
+            serde_json::Value::Object(map) => {
+                let inner: BTreeMap<String, serde_json::Value> = map.into_iter().collect();
+                (key, serde_json::json!(inner))
+            }
+            other => (key, other),
+        })
+        .collect();
+    let Ok(mut text) = serde_json::to_vec(&sorted) else {
+        return bytes;
+    };
+    if text.len() > header_len {
+        return bytes;
+    }
+    // safetensors pads the header with spaces to keep the data aligned.
+    text.resize(header_len, b' ');
+    bytes[8..8 + header_len].copy_from_slice(&text);
+    bytes
 }
 
 /// Save a module's weights, atomically: a crash mid-write leaves any
@@ -480,6 +524,26 @@ mod tests {
         };
         assert_eq!(ids(1), ids(2));
         assert_ne!(ids(1).0, ids(1).1.unwrap());
+    }
+
+    #[test]
+    fn equal_weights_give_identical_files() {
+        let (_, device) = test_devices().remove(0);
+        let model = SeedCnnConfig::new().init(4, &device);
+        let extra = [("b_key", "1"), ("a_key", "2"), ("c_key", "3")];
+        let first = weights_bytes_with(&model, &extra);
+        // Every call builds a new HashMap with its own random order.
+        for _ in 0..8 {
+            assert!(weights_bytes_with(&model, &extra) == first);
+        }
+        let reread = SafeTensors::deserialize(&first).unwrap();
+        assert_eq!(reread.names().len(), 8);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        std::fs::write(&path, &first).unwrap();
+        let (metadata, _) = read_header(&path).unwrap();
+        assert_eq!(metadata.get("a_key").map(String::as_str), Some("2"));
+        assert_eq!(metadata.get("format").map(String::as_str), Some("pt"));
     }
 
     #[test]
