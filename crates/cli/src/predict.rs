@@ -3,16 +3,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
-use mnist_data::Normalizer;
 use mnist_data::digit::{SIDE, load_digit};
+use mnist_data::{Dataset, Normalizer};
 use mnist_model::Network;
 use serde::Serialize;
 
-use crate::config::{DataArgs, RuntimeArgs};
+use crate::config::RuntimeArgs;
 use crate::evaluate::mean_probabilities;
 
 /// `mnist predict` arguments.
@@ -55,13 +55,12 @@ struct Prediction {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let runtime = args.runtime.resolve()?;
-    let dataset = DataArgs {
-        dataset: args.dataset.clone(),
-        data_dir: None,
-        train_limit: None,
-        test_limit: None,
-    }
-    .dataset()?;
+    let dataset = Dataset::from_name(&args.dataset).with_context(|| {
+        format!(
+            "unknown dataset `{}`; use mnist or fashion-mnist",
+            args.dataset
+        )
+    })?;
     let models = args
         .weights
         .iter()
