@@ -44,7 +44,7 @@ fn whole_network(c: &mut Criterion) {
         });
         let train_device = device.clone().autodiff();
         let model = SeedCnnConfig::new().init(0, &train_device);
-        let images = images.clone().to_device(&train_device);
+        let images = Tensor::<4>::random([BATCH, 1, 28, 28], Distribution::Default, &train_device);
         group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
             b.iter(|| {
                 let grads = model.forward(images.clone()).sum().backward();
@@ -70,7 +70,8 @@ fn conv2(c: &mut Criterion) {
         let conv = Conv2dConfig::new([16, 32], [5, 5])
             .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
             .init(&train_device);
-        let input = input.to_device(&train_device).require_grad();
+        let input = Tensor::<4>::random([BATCH, 16, 14, 14], Distribution::Default, &train_device)
+            .require_grad();
         group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
             b.iter(|| std::hint::black_box(conv.forward(input.clone()).sum().backward()))
         });
@@ -87,7 +88,9 @@ fn max_pool(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("forward", name), |b| {
             b.iter(|| sync(pool.forward(input.clone())))
         });
-        let input = input.to_device(&device.clone().autodiff()).require_grad();
+        let train_device = device.clone().autodiff();
+        let input = Tensor::<4>::random([BATCH, 16, 28, 28], Distribution::Default, &train_device)
+            .require_grad();
         group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
             b.iter(|| std::hint::black_box(pool.forward(input.clone()).sum().backward()))
         });
