@@ -70,12 +70,7 @@ pub struct DataArgs {
 impl DataArgs {
     /// The dataset named by `--dataset`.
     pub fn dataset(&self) -> Result<Dataset> {
-        Dataset::from_name(&self.dataset).with_context(|| {
-            format!(
-                "unknown dataset `{}`; use mnist or fashion-mnist",
-                self.dataset
-            )
-        })
+        parse_dataset(&self.dataset)
     }
 
     /// The directory to read, by flag, environment, then workspace default.
@@ -88,6 +83,12 @@ impl DataArgs {
             dataset,
         )
     }
+}
+
+/// The dataset called `name`, or an error naming the choices.
+pub fn parse_dataset(name: &str) -> Result<Dataset> {
+    Dataset::from_name(name)
+        .with_context(|| format!("unknown dataset `{name}`; use mnist or fashion-mnist"))
 }
 
 /// The workspace root when run from a checkout, else the current directory.
@@ -423,9 +424,8 @@ impl HyperParams {
                 "AdamW(betas=(0.9, 0.999), eps=1e-08, weight_decay={})",
                 self.weight_decay
             ),
-            other => format!(
-                "{}(betas=(0.9, 0.999), eps=1e-08, weight_decay={})",
-                if other == "adam" { "Adam" } else { other },
+            _ => format!(
+                "Adam(betas=(0.9, 0.999), eps=1e-08, weight_decay={})",
                 self.weight_decay
             ),
         };

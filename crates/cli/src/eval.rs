@@ -12,7 +12,7 @@ use mnist_model::Network;
 use mnist_model::summary::TorchSummary;
 
 use crate::config::{DataArgs, RuntimeArgs};
-use crate::evaluate::{confusion, ensemble_confusion};
+use crate::evaluate::ensemble_confusion;
 use crate::report::{Metrics, RunInfo, print_report, write_files};
 use crate::run_dir;
 
@@ -60,7 +60,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let normalizer = Normalizer::new(dataset.mean(), dataset.std());
     let started = Instant::now();
-    let matrix = ensemble_confusion(
+    let outcome = ensemble_confusion(
         &models,
         &data.test,
         args.batch_size,
@@ -68,18 +68,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
         &runtime.device,
     );
     let eval_seconds = started.elapsed().as_secs_f64();
-    let member_accuracies: Vec<f64> = if models.len() > 1 {
-        models
-            .iter()
-            .map(|m| {
-                confusion(m, &data.test, args.batch_size, &normalizer, &runtime.device).accuracy()
-            })
-            .collect()
-    } else {
-        Vec::new()
+    let matrix = outcome.ensemble;
+    let member_accuracies: Vec<f64> = match outcome.members.len() {
+        1 => Vec::new(),
+        _ => outcome.members.iter().map(|m| m.accuracy()).collect(),
     };
-    let mut kinds: Vec<String> = models.iter().map(|m| m.kind().to_string()).collect();
-    kinds.dedup();
+    let mut kinds: Vec<String> = Vec::new();
+    for kind in models.iter().map(|m| m.kind().to_string()) {
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
     let model_name = match models.len() {
         1 => kinds.join(""),
         n => format!("ensemble of {n} ({})", kinds.join(", ")),
@@ -114,7 +113,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n");
         print_report(&summary, &metrics, &matrix, &names);
-        for ((path, accuracy), _) in args.weights.iter().zip(&member_accuracies).zip(&models) {
+        for (path, accuracy) in args.weights.iter().zip(&member_accuracies) {
             println!("  member {}: {:.2}%", path.display(), 100.0 * accuracy);
         }
         for path in written {

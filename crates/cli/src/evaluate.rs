@@ -1,4 +1,4 @@
-//! Evaluation: predictions over a split, as a confusion matrix; one model
+//! Evaluation: predictions over a split, as confusion matrices; one model,
 //! or an ensemble averaging its members' probabilities.
 
 use burn::tensor::activation::softmax;
@@ -16,52 +16,91 @@ pub fn confusion(
     normalizer: &Normalizer,
     device: &Device,
 ) -> ConfusionMatrix {
-    ensemble_confusion(
-        std::slice::from_ref(model),
-        split,
-        batch_size,
-        normalizer,
-        device,
-    )
+    let mut matrix = ConfusionMatrix::new(NUM_CLASSES);
+    for batch in Batches::sequential(split, batch_size, normalizer.clone()) {
+        let truth = truth(&batch.labels);
+        let batch = batch.to_device(device);
+        matrix.extend(&truth, &classes(model.forward(batch.images)));
+    }
+    matrix
 }
 
-/// The mean of the models' class probabilities `[batch, classes]`.
-pub fn mean_probabilities(models: &[Network], images: Tensor<4>) -> Tensor<2> {
-    let count = models.len() as f64;
-    models
-        .iter()
-        .map(|model| softmax(model.forward(images.clone()), 1))
-        .reduce(|sum, p| sum + p)
-        .expect("an ensemble has at least one model")
-        .div_scalar(count)
+/// An ensemble's outcomes and each member's own.
+pub struct EnsembleOutcome {
+    /// Classified by the mean of the members' probabilities.
+    pub ensemble: ConfusionMatrix,
+    /// Classified by each member alone, in the members' order.
+    pub members: Vec<ConfusionMatrix>,
 }
 
-/// Classify every image by the mean of the models' probabilities (one
-/// model: its own argmax) and count the outcomes.
+/// Classify every image by the mean of the models' probabilities, and by
+/// each model alone, in one pass: every model sees every batch once.
 pub fn ensemble_confusion(
     models: &[Network],
     split: &Split,
     batch_size: usize,
     normalizer: &Normalizer,
     device: &Device,
-) -> ConfusionMatrix {
-    let mut matrix = ConfusionMatrix::new(NUM_CLASSES);
+) -> EnsembleOutcome {
+    let mut outcome = EnsembleOutcome {
+        ensemble: ConfusionMatrix::new(NUM_CLASSES),
+        members: vec![ConfusionMatrix::new(NUM_CLASSES); models.len()],
+    };
     for batch in Batches::sequential(split, batch_size, normalizer.clone()) {
-        let truth: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
+        let truth = truth(&batch.labels);
         let batch = batch.to_device(device);
-        let scores = match models {
-            [single] => single.forward(batch.images),
-            _ => mean_probabilities(models, batch.images),
-        };
-        let predicted: Vec<usize> = scores
-            .argmax(1)
-            .into_data()
-            .try_into_vec_as::<i64>()
-            .expect("argmax indices convert to i64")
-            .into_iter()
-            .map(|p| p as usize)
+        let logits: Vec<Tensor<2>> = models
+            .iter()
+            .map(|model| model.forward(batch.images.clone()))
             .collect();
-        matrix.extend(&truth, &predicted);
+        for (matrix, scores) in outcome.members.iter_mut().zip(&logits) {
+            matrix.extend(&truth, &classes(scores.clone()));
+        }
+        if models.len() > 1 {
+            let probabilities = logits.into_iter().map(|l| softmax(l, 1)).collect();
+            outcome
+                .ensemble
+                .extend(&truth, &classes(mean(probabilities)));
+        }
     }
-    matrix
+    // One model is its own ensemble.
+    if let [single] = outcome.members.as_slice() {
+        outcome.ensemble = single.clone();
+    }
+    outcome
+}
+
+/// The mean of the models' class probabilities `[batch, classes]`.
+pub fn mean_probabilities(models: &[Network], images: Tensor<4>) -> Tensor<2> {
+    mean(
+        models
+            .iter()
+            .map(|model| softmax(model.forward(images.clone()), 1))
+            .collect(),
+    )
+}
+
+fn mean(probabilities: Vec<Tensor<2>>) -> Tensor<2> {
+    let count = probabilities.len() as f64;
+    probabilities
+        .into_iter()
+        .reduce(|sum, p| sum + p)
+        .expect("an ensemble has at least one model")
+        .div_scalar(count)
+}
+
+fn truth(labels: &[i64]) -> Vec<usize> {
+    labels.iter().map(|&l| l as usize).collect()
+}
+
+/// The highest-scoring class of each row.
+fn classes(scores: Tensor<2>) -> Vec<usize> {
+    scores
+        .argmax(1)
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .expect("argmax indices convert to i64")
+        .into_iter()
+        .map(|p| p as usize)
+        .collect()
 }

@@ -3,16 +3,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use burn::tensor::activation::softmax;
+use anyhow::Result;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
+use mnist_data::Normalizer;
 use mnist_data::digit::{SIDE, load_digit};
-use mnist_data::{Dataset, Normalizer};
 use mnist_model::Network;
 use serde::Serialize;
 
-use crate::config::RuntimeArgs;
+use crate::config::{RuntimeArgs, parse_dataset};
 use crate::evaluate::mean_probabilities;
 
 /// `mnist predict` arguments.
@@ -55,12 +54,7 @@ struct Prediction {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let runtime = args.runtime.resolve()?;
-    let dataset = Dataset::from_name(&args.dataset).with_context(|| {
-        format!(
-            "unknown dataset `{}`; use mnist or fashion-mnist",
-            args.dataset
-        )
-    })?;
+    let dataset = parse_dataset(&args.dataset)?;
     let models = args
         .weights
         .iter()
@@ -81,11 +75,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         TensorData::new(pixels, [digits.len(), 1, SIDE, SIDE]),
         &runtime.device,
     );
-    let probabilities = match models.as_slice() {
-        [single] => softmax(single.forward(images), 1),
-        many => mean_probabilities(many, images),
-    };
-    let probabilities: Vec<f32> = probabilities.into_data().try_into_vec_as::<f32>()?;
+    let probabilities: Vec<f32> = mean_probabilities(&models, images)
+        .into_data()
+        .try_into_vec_as::<f32>()?;
     let names = dataset.class_names();
     let predictions: Vec<Prediction> = args
         .images
