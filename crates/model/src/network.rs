@@ -15,7 +15,7 @@ use burn::tensor::{Device, Tensor};
 use crate::hvc::{Hvc, HvcConfig};
 use crate::seed_plus::{SeedPlusCnn, SeedPlusCnnConfig};
 use crate::summary::TorchSummary;
-use crate::torch_io::{self, WeightsError};
+use crate::torch_io::{self, WeightsError, WeightsFile};
 use crate::{SeedCnn, SeedCnnConfig};
 
 /// Safetensors metadata key naming the model of a weights file.
@@ -68,21 +68,24 @@ impl ModelKind {
     /// The model a weights file holds: its metadata if written by mnist-rs,
     /// else recognised by its keys (a PyTorch export of the seed CNN has none).
     pub fn of_weights(path: &Path) -> Result<Self, WeightsError> {
-        let (metadata, keys) = torch_io::read_header(path)?;
-        if let Some(name) = metadata.get(MODEL_METADATA_KEY) {
+        Self::of_file(&torch_io::read_weights_file(path)?, path)
+    }
+
+    fn of_file(file: &WeightsFile, path: &Path) -> Result<Self, WeightsError> {
+        if let Some(name) = file.metadata.get(MODEL_METADATA_KEY) {
             return Self::from_name(name).map_err(|reason| WeightsError::Corrupt {
                 path: path.to_path_buf(),
                 reason,
             });
         }
-        let model = if keys.iter().any(|k| k.starts_with("branches.")) {
+        let has = |prefix: &str| file.tensors.keys().any(|k| k.starts_with(prefix));
+        Ok(if has("branches.") {
             ModelKind::Hvc
-        } else if keys.iter().any(|k| k.starts_with("bn1.")) {
+        } else if has("bn1.") {
             ModelKind::SeedPlus
         } else {
             ModelKind::Seed
-        };
-        Ok(model)
+        })
     }
 }
 
@@ -125,8 +128,14 @@ impl Network {
 
     /// Load the network `path` holds, checking that it is the right model.
     pub fn load(path: &Path, device: &Device) -> Result<Self, WeightsError> {
-        let kind = ModelKind::of_weights(path)?;
-        torch_io::load_weights(kind.init(0, device), path)
+        let file = torch_io::read_weights_file(path)?;
+        let kind = ModelKind::of_file(&file, path)?;
+        torch_io::load_state_dict(kind.init(0, device), file.tensors).map_err(|problems| {
+            WeightsError::Mismatch {
+                path: path.to_path_buf(),
+                problems,
+            }
+        })
     }
 
     /// Save the weights with PyTorch keys, recording the model's name.

@@ -255,16 +255,33 @@ pub fn load_state_dict<M: Module>(
     }
 }
 
+/// A safetensors file's header metadata and its tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightsFile {
+    /// The header's `__metadata__` (empty when absent).
+    pub metadata: std::collections::HashMap<String, String>,
+    /// The tensors by key, as f32 in PyTorch layout.
+    pub tensors: BTreeMap<String, TorchTensor>,
+}
+
 /// Read every tensor of a safetensors file as f32 (only f32 files are accepted).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, TorchTensor>, WeightsError> {
+    read_weights_file(path).map(|file| file.tensors)
+}
+
+/// Read a safetensors file once: its metadata and every tensor as f32.
+pub fn read_weights_file(path: &Path) -> Result<WeightsFile, WeightsError> {
     let bytes = std::fs::read(path).map_err(|cause| WeightsError::Io {
         path: path.to_path_buf(),
         cause,
     })?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| WeightsError::Corrupt {
+    let corrupt = |e: safetensors::SafeTensorError| WeightsError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })?;
+    };
+    let file = SafeTensors::deserialize(&bytes).map_err(corrupt)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
+    let metadata = header.metadata().clone().unwrap_or_default();
     let mut tensors = BTreeMap::new();
     let mut problems = Vec::new();
     for (name, view) in file.tensors() {
@@ -286,7 +303,7 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, TorchTensor>, We
         );
     }
     if problems.is_empty() {
-        Ok(tensors)
+        Ok(WeightsFile { metadata, tensors })
     } else {
         Err(WeightsError::Mismatch {
             path: path.to_path_buf(),
@@ -394,24 +411,6 @@ pub fn save_weights_with<M: Module>(
         path: path.to_path_buf(),
         cause,
     })
-}
-
-/// A safetensors file's metadata and tensor names, without its tensors' values.
-pub fn read_header(
-    path: &Path,
-) -> Result<(std::collections::HashMap<String, String>, Vec<String>), WeightsError> {
-    let bytes = std::fs::read(path).map_err(|cause| WeightsError::Io {
-        path: path.to_path_buf(),
-        cause,
-    })?;
-    let corrupt = |e: safetensors::SafeTensorError| WeightsError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
-    let names = metadata.tensors().into_keys().collect();
-    let extra = metadata.metadata().clone().unwrap_or_default();
-    Ok((extra, names))
 }
 
 /// Write `bytes` to a temporary file beside `path`, sync it, then rename it
@@ -541,7 +540,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
         std::fs::write(&path, &first).unwrap();
-        let (metadata, _) = read_header(&path).unwrap();
+        let metadata = read_weights_file(&path).unwrap().metadata;
         assert_eq!(metadata.get("a_key").map(String::as_str), Some("2"));
         assert_eq!(metadata.get("format").map(String::as_str), Some("pt"));
     }
