@@ -140,11 +140,9 @@ mod tests {
         let mut ema = WeightEma::resume(model.clone(), 0.5, 0);
         // First update: decay min(0.5, 1/10) = 0.1 → 0.1·0 + 0.9·1.
         assert!((ema.current_decay() - 0.1).abs() < 1e-12);
+        // The same parameter (mapping keeps its id), moved to 1.
         let mut moved = model.clone();
-        moved.layer.weight = tiny_with(1.0, &device).layer.weight.map(|w| w);
-        // Keep the id of the averaged parameter.
-        let id = model.layer.weight.id;
-        moved.layer.weight = Param::initialized(id, moved.layer.weight.val());
+        moved.layer.weight = moved.layer.weight.map(|w| w.ones_like());
         ema.update(&moved);
         assert!(
             weight(ema.average())
