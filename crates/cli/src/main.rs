@@ -57,6 +57,10 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// See the `mimalloc` entry in Cargo.toml for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {

@@ -10,12 +10,15 @@
 //! - [`torch_io`]: weights as safetensors with PyTorch's key names and
 //!   layouts, so `state_dict`s travel both ways;
 //! - [`summary`]: the model printed as PyTorch prints it;
+//! - [`fused`]: conv → max-pool → relu as one operation, with fast host
+//!   kernels on flex (Burn's backend-extension API);
 //! - [`backend`]: choosing a compiled-in backend and device at run time.
 
 // Tests may unwrap: a panic there is a failing test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod backend;
+pub mod fused;
 pub mod hvc;
 pub mod init;
 pub mod network;

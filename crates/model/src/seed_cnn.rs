@@ -20,6 +20,7 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::fused::conv_pool_relu;
 use crate::init::{torch_bound, uniform};
 use crate::torch_io::with_stable_ids;
 
@@ -124,10 +125,10 @@ impl SeedCnnConfig {
 impl SeedCnn {
     /// Logits `[batch, classes]` for images `[batch, channels, height, width]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .relu
-            .forward(self.pool.forward(self.conv1.forward(images)));
-        let x = self.relu.forward(self.pool.forward(self.conv2.forward(x)));
+        // conv → pool → relu, one fused operation per layer (same values and
+        // gradients as the three separate operations; see `fused`).
+        let x = conv_pool_relu(images, &self.conv1);
+        let x = conv_pool_relu(x, &self.conv2);
         // [b, c, h, w] → [b, c·h·w], the order of PyTorch's `view(-1, 1568)`.
         let x = x.flatten::<2>(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));

@@ -1,0 +1,125 @@
+//! The fused layer on flex: the [`host`](super::host) kernels on the
+//! tensors' own memory. Anything but `f32` takes the composed default.
+
+use super::host::{self, ConvPoolShape};
+use super::{ConvPoolKernels, ConvPoolOps, Saved, composed_backward, composed_parts};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Flex, TensorMetadata};
+use burn::tensor::{DType, Shape, TensorData};
+
+impl ConvPoolOps for Flex {
+    fn conv_pool_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv_pool_relu_parts(x, weight, bias).1
+    }
+}
+
+impl ConvPoolKernels for Flex {
+    fn conv_pool_relu_parts(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let Some(shape) = host_shape(&x, &weight) else {
+            return composed_parts::<Self>(x, weight, bias);
+        };
+        let (x, weight, bias) = (dense(x), dense(weight), dense(bias));
+        let (conv, output) = host::forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
+        (
+            tensor(conv, conv_shape(&shape)),
+            tensor(output, output_shape(&shape)),
+        )
+    }
+
+    fn conv_pool_relu_backward(
+        saved: Saved<Self>,
+        output_grad: FloatTensor<Self>,
+        want_x: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let Some(shape) = host_shape(&saved.x, &saved.weight) else {
+            return composed_backward::<Self>(saved, output_grad, want_x);
+        };
+        let weight_shape = saved.weight.shape();
+        let x_shape = saved.x.shape();
+        let (x, weight, conv, output, output_grad) = (
+            dense(saved.x),
+            dense(saved.weight),
+            dense(saved.conv),
+            dense(saved.output),
+            dense(output_grad),
+        );
+        let grads = host::backward(
+            &shape,
+            f32s(&x),
+            f32s(&weight),
+            f32s(&conv),
+            f32s(&output),
+            f32s(&output_grad),
+            want_x,
+        );
+        (
+            grads.input.map(|g| tensor(g, x_shape)),
+            tensor(grads.weight, weight_shape),
+            tensor(grads.bias, Shape::new([shape.out_channels])),
+        )
+    }
+}
+
+/// The fused shape, when both tensors are `f32` and the layer fits.
+fn host_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvPoolShape> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        return None;
+    }
+    let [batch, in_channels, height, width] = x.shape().dims();
+    let [out_channels, weight_in, kh, kw] = weight.shape().dims();
+    let shape = ConvPoolShape {
+        batch,
+        in_channels,
+        out_channels,
+        height,
+        width,
+        kernel: kh,
+    };
+    (weight_in == in_channels && kh == kw && shape.is_supported()).then_some(shape)
+}
+
+fn conv_shape(shape: &ConvPoolShape) -> Shape {
+    Shape::new([shape.batch, shape.out_channels, shape.height, shape.width])
+}
+
+fn output_shape(shape: &ConvPoolShape) -> Shape {
+    Shape::new([
+        shape.batch,
+        shape.out_channels,
+        shape.height / 2,
+        shape.width / 2,
+    ])
+}
+
+/// The tensor in row-major order with no offset (a copy only when it is a
+/// strided view).
+fn dense(tensor: FlexTensor) -> FlexTensor {
+    if tensor.as_slice::<f32>().is_some() {
+        tensor
+    } else {
+        tensor.to_contiguous()
+    }
+}
+
+fn f32s(tensor: &FlexTensor) -> &[f32] {
+    tensor
+        .as_slice::<f32>()
+        .expect("dense() returned a contiguous f32 tensor")
+}
+
+fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}

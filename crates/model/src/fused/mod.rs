@@ -1,0 +1,299 @@
+//! One fused operation, `relu(max_pool_2×2(conv2d(x)))`, the seed CNN's two
+//! feature layers, through Burn's backend-extension API.
+//!
+//! The model calls [`conv_pool_relu`] with a tensor and never names a
+//! backend. Burn routes the call by the tensor's device:
+//!
+//! - **flex** runs the host kernels in [`host`]: im2col + GEMM per image,
+//!   with pooling and ReLU fused into the pass over the GEMM's output, and a
+//!   backward pass of two GEMMs per image (about 3× less time than Burn's
+//!   generic convolution backward on this workload; see docs/performance.md);
+//! - **ndarray** and **tch** run the same mathematics composed from their own
+//!   operations (their convolutions are already their fastest path);
+//! - under **autodiff**, one graph node holds the whole layer, and its
+//!   backward pass calls the backend's fused gradient.
+//!
+//! The operation is defined only for what the seed CNN uses: stride 1,
+//! "same" padding (`kernel / 2`), an odd square kernel, a bias, and an
+//! even-sized input plane. [`conv_pool_relu`] falls back to the plain
+//! composition for anything else, so it is always correct to call.
+//!
+//! This module is the one place in the crate that names backend types: the
+//! extension API needs an implementation per backend.
+
+// ndarray and tch are deprecated upstream but still served here.
+#![allow(deprecated)]
+
+#[cfg(feature = "flex")]
+pub mod host;
+
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, TensorMetadata, backend_extension};
+use burn::backend::{Dispatch, ops::ConvOptions};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{IntDType, Tensor, activation};
+
+/// Pooling window and stride of the fused layer.
+const POOL: [usize; 2] = [2, 2];
+
+/// The fused layer as a backend operation.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    LibTorch: cfg(feature = "tch"),
+    Autodiff,
+)]
+pub trait ConvPoolOps: Backend {
+    /// `relu(max_pool2d(conv2d(x, weight, bias), 2, stride 2))` with stride 1
+    /// and padding `kernel / 2`. The default composes the backend's own
+    /// operations.
+    fn conv_pool_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composed_parts::<Self>(x, weight, bias).1
+    }
+}
+
+/// The pieces a backend supplies so that [`Autodiff`] can differentiate
+/// [`ConvPoolOps::conv_pool_relu`] as one node. The defaults compose the
+/// backend's own operations.
+pub trait ConvPoolKernels: Backend {
+    /// The convolution output (bias added, before pooling) and the layer's
+    /// output.
+    fn conv_pool_relu_parts(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed_parts::<Self>(x, weight, bias)
+    }
+
+    /// Gradients for input (when `want_x`), weight and bias, given the
+    /// forward pass's tensors and the output's gradient.
+    fn conv_pool_relu_backward(
+        saved: Saved<Self>,
+        output_grad: FloatTensor<Self>,
+        want_x: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        composed_backward::<Self>(saved, output_grad, want_x)
+    }
+}
+
+/// What the forward pass keeps for the backward pass.
+#[derive(Debug, Clone)]
+pub struct Saved<B: Backend> {
+    /// The layer's input.
+    pub x: FloatTensor<B>,
+    /// The convolution weight.
+    pub weight: FloatTensor<B>,
+    /// The convolution bias.
+    pub bias: FloatTensor<B>,
+    /// The convolution output before pooling.
+    pub conv: FloatTensor<B>,
+    /// The layer's output.
+    pub output: FloatTensor<B>,
+}
+
+/// `relu(max_pool_2×2(conv(x)))` for a convolution layer of the seed CNN's
+/// kind, as one fused operation where the layer allows it (see the module
+/// documentation), else as the three operations.
+pub fn conv_pool_relu(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    let [_, _, height, width] = x.dims();
+    let [_, _, kh, kw] = conv.weight.dims();
+    let same_padding = matches!(
+        conv.padding,
+        PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == kh / 2 && bottom == kh / 2 && left == kw / 2 && right == kw / 2
+    );
+    let fusable = kh == kw
+        && kh % 2 == 1
+        && same_padding
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && height.is_multiple_of(2)
+        && width.is_multiple_of(2);
+    match (&conv.bias, fusable) {
+        (Some(bias), true) => Tensor::from_dispatch(Dispatch::conv_pool_relu(
+            x.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            bias.val().into_dispatch(),
+        )),
+        _ => {
+            let y = conv.forward(x);
+            activation::relu(pool_2x2(y))
+        }
+    }
+}
+
+/// 2×2 max-pooling with stride 2, as the seed CNN's `pool` layer.
+fn pool_2x2(x: Tensor<4>) -> Tensor<4> {
+    burn::nn::pool::MaxPool2dConfig::new(POOL)
+        .with_strides(POOL)
+        .init()
+        .forward(x)
+}
+
+fn conv_options(weight: &impl TensorMetadata) -> ConvOptions<2> {
+    let kernel = weight.shape()[2];
+    ConvOptions::new([1, 1], [kernel / 2, kernel / 2], [1, 1], 1)
+}
+
+fn composed_parts<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let options = conv_options(&weight);
+    let conv = B::conv2d(x, weight, Some(bias), options);
+    let pooled = B::max_pool2d(conv.clone(), POOL, POOL, [0, 0], [1, 1], false);
+    (conv, B::relu(pooled))
+}
+
+fn composed_backward<B: Backend>(
+    saved: Saved<B>,
+    output_grad: FloatTensor<B>,
+    want_x: bool,
+) -> (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>) {
+    let Saved {
+        x,
+        weight,
+        bias,
+        conv,
+        output,
+    } = saved;
+    let pooled_grad = B::relu_backward(output, output_grad);
+    let indices = B::max_pool2d_with_indices(
+        conv.clone(),
+        POOL,
+        POOL,
+        [0, 0],
+        [1, 1],
+        false,
+        IntDType::I64,
+    )
+    .indices;
+    let conv_grad = B::max_pool2d_with_indices_backward(
+        conv,
+        POOL,
+        POOL,
+        [0, 0],
+        [1, 1],
+        false,
+        pooled_grad,
+        indices,
+    )
+    .x_grad;
+    let options = conv_options(&weight);
+    let x_grad = want_x.then(|| {
+        B::conv2d_x_backward(
+            x.clone(),
+            weight.clone(),
+            conv_grad.clone(),
+            options.clone(),
+        )
+    });
+    let weight_grad = B::conv2d_weight_backward(x.clone(), weight, conv_grad.clone(), options);
+    let bias_grad = B::conv2d_bias_backward(x, bias, conv_grad);
+    (x_grad, weight_grad, bias_grad)
+}
+
+#[cfg(feature = "ndarray")]
+mod ndarray_impl {
+    use super::{ConvPoolKernels, ConvPoolOps};
+    use burn::backend::NdArray;
+
+    impl ConvPoolOps for NdArray {}
+    impl ConvPoolKernels for NdArray {}
+}
+
+#[cfg(feature = "tch")]
+mod tch_impl {
+    use super::{ConvPoolKernels, ConvPoolOps};
+    use burn::backend::LibTorch;
+
+    impl ConvPoolOps for LibTorch {}
+    impl ConvPoolKernels for LibTorch {}
+}
+
+#[cfg(feature = "flex")]
+mod flex_impl;
+
+/// The fused layer as one autodiff node.
+#[derive(Debug)]
+struct ConvPoolReluBackward;
+
+impl<B: ConvPoolKernels> Backward<B, 3> for ConvPoolReluBackward {
+    type State = Saved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let output_grad = grads.consume::<B>(&ops.node);
+        let (x_grad, weight_grad, bias_grad) =
+            B::conv_pool_relu_backward(ops.state, output_grad, x_node.is_some());
+        if let (Some(node), Some(grad)) = (x_node, x_grad) {
+            grads.register::<B>(node.id, grad);
+        }
+        if let Some(node) = weight_node {
+            grads.register::<B>(node.id, weight_grad);
+        }
+        if let Some(node) = bias_node {
+            grads.register::<B>(node.id, bias_grad);
+        }
+    }
+}
+
+impl<B: ConvPoolOps + ConvPoolKernels, C: CheckpointStrategy> ConvPoolOps for Autodiff<B, C> {
+    fn conv_pool_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let guards = [x.node(), weight.node(), bias.node()];
+        let (x, weight, bias) = (
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        match ConvPoolReluBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (conv, output) =
+                    B::conv_pool_relu_parts(x.clone(), weight.clone(), bias.clone());
+                let saved = Saved {
+                    x,
+                    weight,
+                    bias,
+                    conv,
+                    output: output.clone(),
+                };
+                prep.finish(saved, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv_pool_relu(x, weight, bias)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! The fused layer against Burn's own conv2d → max_pool2d → relu, on every
+//! compiled-in backend, forward and backward.
+
+use super::*;
+use crate::backend::test_devices;
+use burn::nn::conv::Conv2dConfig;
+use burn::tensor::{Device, Distribution, Tolerance};
+
+fn layer(cin: usize, cout: usize, kernel: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [kernel, kernel])
+        .with_padding(PaddingConfig2d::Explicit(
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+        ))
+        .init(device)
+}
+
+fn reference(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    activation::relu(pool_2x2(conv.forward(x)))
+}
+
+/// Output, input gradient, weight gradient and bias gradient of
+/// `Σ layer(x) · r` for a fixed random `r`.
+fn run(
+    x: &Tensor<4>,
+    conv: &Conv2d,
+    r: &Tensor<4>,
+    fused: bool,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<1>) {
+    let x = x.clone().require_grad();
+    let out = if fused {
+        conv_pool_relu(x.clone(), conv)
+    } else {
+        reference(x.clone(), conv)
+    };
+    let grads = (out.clone() * r.clone()).sum().backward();
+    let bias = conv.bias.as_ref().expect("layer has a bias");
+    (
+        out.detach(),
+        x.grad(&grads).expect("input gradient"),
+        conv.weight.grad(&grads).expect("weight gradient"),
+        bias.grad(&grads).expect("bias gradient"),
+    )
+}
+
+#[test]
+fn fused_layer_matches_burns_ops_forward_and_backward() {
+    for (backend, device) in test_devices() {
+        let device = device.autodiff();
+        for (cin, cout, side, kernel) in [(1, 16, 28, 5), (16, 32, 14, 5), (3, 4, 6, 3)] {
+            let conv = layer(cin, cout, kernel, &device);
+            let x = Tensor::<4>::random([5, cin, side, side], Distribution::Default, &device);
+            let r = Tensor::<4>::random(
+                [5, cout, side / 2, side / 2],
+                Distribution::Default,
+                &device,
+            );
+            let fused = run(&x, &conv, &r, true);
+            let plain = run(&x, &conv, &r, false);
+            let tolerance = Tolerance::<f32>::absolute(2e-4);
+            let what = format!("{} cin={cin} cout={cout} side={side}", backend.name());
+            fused
+                .0
+                .to_data()
+                .assert_approx_eq::<f32>(&plain.0.to_data(), tolerance);
+            fused
+                .1
+                .to_data()
+                .assert_approx_eq::<f32>(&plain.1.to_data(), tolerance);
+            fused
+                .2
+                .to_data()
+                .assert_approx_eq::<f32>(&plain.2.to_data(), Tolerance::absolute(2e-3));
+            fused
+                .3
+                .to_data()
+                .assert_approx_eq::<f32>(&plain.3.to_data(), Tolerance::absolute(2e-3));
+            // The gradients are not trivially zero.
+            assert!(fused.2.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
+            assert!(fused.1.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
+        }
+    }
+}
+
+#[test]
+fn untracked_input_gets_no_gradient_but_the_weights_do() {
+    for (_, device) in test_devices() {
+        let device = device.autodiff();
+        let conv = layer(1, 4, 5, &device);
+        let x = Tensor::<4>::random([2, 1, 8, 8], Distribution::Default, &device);
+        let grads = conv_pool_relu(x.clone(), &conv).sum().backward();
+        assert!(x.grad(&grads).is_none());
+        assert!(conv.weight.grad(&grads).is_some());
+    }
+}
+
+#[test]
+fn layers_the_fusion_does_not_cover_fall_back_to_the_plain_ops() {
+    for (_, device) in test_devices() {
+        // No padding: not "same", so the composed path runs.
+        let conv = Conv2dConfig::new([1, 2], [3, 3]).init(&device);
+        let x = Tensor::<4>::random([2, 1, 10, 10], Distribution::Default, &device);
+        let out = conv_pool_relu(x.clone(), &conv);
+        assert_eq!(out.dims(), [2, 2, 4, 4]);
+        out.to_data()
+            .assert_approx_eq::<f32>(&reference(x, &conv).to_data(), Tolerance::default());
+    }
+}
