@@ -28,9 +28,9 @@ impl ConvPoolKernels for Flex {
             return composed_parts::<Self>(x, weight, bias);
         };
         let (x, weight, bias) = (dense(x), dense(weight), dense(bias));
-        let (conv, output) = host::forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
+        let (output, routes) = host::forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
         (
-            tensor(conv, conv_shape(&shape)),
+            FlexTensor::from_data(TensorData::new(routes, output_shape(&shape))),
             tensor(output, output_shape(&shape)),
         )
     }
@@ -49,19 +49,20 @@ impl ConvPoolKernels for Flex {
         };
         let weight_shape = saved.weight.shape();
         let x_shape = saved.x.shape();
-        let (x, weight, conv, output, output_grad) = (
-            dense(saved.x),
-            dense(saved.weight),
-            dense(saved.conv),
-            dense(saved.output),
-            dense(output_grad),
-        );
+        if saved.windows.dtype() != DType::U8 {
+            // Saved by the composed forward pass: differentiate it the same way.
+            return composed_backward::<Self>(saved, output_grad, want_x);
+        }
+        let routes = saved.windows;
+        let (x, weight, output_grad) = (dense(saved.x), dense(saved.weight), dense(output_grad));
+        let routes = routes
+            .as_slice::<u8>()
+            .expect("routes are written contiguous by conv_pool_relu_parts");
         let grads = host::backward(
             &shape,
             f32s(&x),
             f32s(&weight),
-            f32s(&conv),
-            f32s(&output),
+            routes,
             f32s(&output_grad),
             want_x,
         );
@@ -89,10 +90,6 @@ fn host_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvPoolShape> {
         kernel: kh,
     };
     (weight_in == in_channels && kh == kw && shape.is_supported()).then_some(shape)
-}
-
-fn conv_shape(shape: &ConvPoolShape) -> Shape {
-    Shape::new([shape.batch, shape.out_channels, shape.height, shape.width])
 }
 
 fn output_shape(shape: &ConvPoolShape) -> Shape {

@@ -96,45 +96,53 @@ pub struct ConvPoolGrads {
     pub bias: Vec<f32>,
 }
 
-/// The forward pass: returns the convolution output (bias added, before
-/// pooling; the backward pass needs it to find each window's maximum) and
-/// the pooled, rectified output.
+/// What the backward pass needs to know about each pooling window, one
+/// byte per pooled output: the offset (0–3, row-major) of the window's first
+/// maximum, or [`BLOCKED`] where the ReLU output is zero.
+pub type Route = u8;
+
+/// The [`Route`] of a window whose output the ReLU zeroed: no gradient.
+pub const BLOCKED: Route = u8::MAX;
+
+/// The forward pass: the pooled, rectified output and each window's
+/// [`Route`]. The convolution output itself never leaves the cache: each
+/// image is convolved into a per-thread scratch buffer and pooled from
+/// there.
 pub fn forward(
     shape: &ConvPoolShape,
     input: &[f32],
     weight: &[f32],
     bias: &[f32],
-) -> (Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<Route>) {
     check_lengths(shape, input, weight, bias);
-    let per_image_conv = shape.out_channels * shape.plane();
     let per_image_out = shape.out_channels * shape.pooled_plane();
     let per_image_in = shape.in_channels * shape.plane();
-    let mut conv = vec![0.0f32; shape.conv_len()];
     let mut output = vec![0.0f32; shape.output_len()];
-    conv.par_chunks_mut(per_image_conv)
-        .zip(output.par_chunks_mut(per_image_out))
+    let mut routes = vec![BLOCKED; shape.output_len()];
+    output
+        .par_chunks_mut(per_image_out)
+        .zip(routes.par_chunks_mut(per_image_out))
         .zip(input.par_chunks(per_image_in))
         .for_each_init(
-            || vec![0.0f32; shape.plane() * shape.patch()],
-            |columns, ((conv, output), image)| {
-                im2col(shape, image, columns);
+            || Scratch::new(shape),
+            |scratch, ((output, routes), image)| {
+                im2col(shape, image, &mut scratch.columns);
                 // conv[o, p] = Σ_k weight[o, k] · columns[k, p]
                 gemm_f32(
-                    Matrix::row_major(conv, shape.plane()),
+                    Matrix::row_major(&mut scratch.conv, shape.plane()),
                     (weight, shape.patch() as isize, 1),
-                    (columns, shape.plane() as isize, 1),
+                    (&scratch.columns, shape.plane() as isize, 1),
                     (shape.out_channels, shape.plane(), shape.patch()),
                     false,
                 );
-                add_bias(shape, conv, bias);
-                pool_relu(shape, conv, output);
+                pool_relu(shape, &scratch.conv, bias, output, routes);
             },
         );
-    (conv, output)
+    (output, routes)
 }
 
-/// The backward pass, given the forward pass's input, weight, convolution
-/// output and pooled output, and the gradient of the pooled output.
+/// The backward pass, given the forward pass's input, weight and routes,
+/// and the gradient of the pooled output.
 ///
 /// Like PyTorch, the gradient of each pooling window goes to the first of
 /// its maxima (row-major order), and ReLU passes no gradient at zero.
@@ -142,18 +150,15 @@ pub fn backward(
     shape: &ConvPoolShape,
     input: &[f32],
     weight: &[f32],
-    conv: &[f32],
-    output: &[f32],
+    routes: &[Route],
     output_grad: &[f32],
     want_input_grad: bool,
 ) -> ConvPoolGrads {
     assert_eq!(input.len(), shape.input_len(), "input length");
     assert_eq!(weight.len(), shape.weight_len(), "weight length");
-    assert_eq!(conv.len(), shape.conv_len(), "conv length");
-    assert_eq!(output.len(), shape.output_len(), "output length");
+    assert_eq!(routes.len(), shape.output_len(), "routes length");
     assert_eq!(output_grad.len(), shape.output_len(), "output_grad length");
     let per_image_in = shape.in_channels * shape.plane();
-    let per_image_conv = shape.out_channels * shape.plane();
     let per_image_out = shape.out_channels * shape.pooled_plane();
     let mut input_grad = want_input_grad.then(|| vec![0.0f32; shape.input_len()]);
 
@@ -165,8 +170,7 @@ pub fn backward(
         let range = |len: usize| image * len..(image + 1) * len;
         route_to_maxima(
             shape,
-            &conv[range(per_image_conv)],
-            &output[range(per_image_out)],
+            &routes[range(per_image_out)],
             &output_grad[range(per_image_out)],
             &mut acc.conv_grad,
             &mut acc.bias,
@@ -189,7 +193,7 @@ pub fn backward(
                 (shape.patch(), shape.plane(), shape.out_channels),
                 false,
             );
-            col2im(shape, &acc.columns, input_grad);
+            col2im(shape, &mut acc.columns, input_grad);
         }
         acc
     };
@@ -215,6 +219,21 @@ pub fn backward(
         input: input_grad,
         weight: totals.weight,
         bias: totals.bias,
+    }
+}
+
+/// One forward job's buffers, reused across its images.
+struct Scratch {
+    columns: Vec<f32>,
+    conv: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(shape: &ConvPoolShape) -> Self {
+        Self {
+            columns: vec![0.0; shape.plane() * shape.patch()],
+            conv: vec![0.0; shape.out_channels * shape.plane()],
+        }
     }
 }
 
@@ -254,139 +273,163 @@ fn check_lengths(shape: &ConvPoolShape, input: &[f32], weight: &[f32], bias: &[f
     assert_eq!(bias.len(), shape.out_channels, "bias length");
 }
 
-/// Output columns `ox` whose input column `ox + kx - pad` lies inside a
-/// row of width `w`.
+/// The columns `ox` of an output row whose input column `ox + kx - pad`
+/// lies inside a row of width `w`.
 fn valid_columns(w: usize, kx: usize, pad: usize) -> (usize, usize) {
     let lo = pad.saturating_sub(kx).min(w);
     let hi = (w + pad).saturating_sub(kx).min(w).max(lo);
     (lo, hi)
 }
 
+/// For one kernel offset `(ky, kx)`: row `k` of the unrolled image reads
+/// pixel `p + shift` for output pixel `p`, and the range of `p` for which
+/// `p + shift` is inside the plane.
+fn shifted_span(shape: &ConvPoolShape, ky: usize, kx: usize) -> (isize, usize, usize) {
+    let pad = shape.pad() as isize;
+    let w = shape.width as isize;
+    let plane = shape.plane() as isize;
+    let shift = (ky as isize - pad) * w + (kx as isize - pad);
+    let start = (-shift).clamp(0, plane);
+    let end = (plane - shift).clamp(start, plane);
+    (shift, start as usize, end as usize)
+}
+
 /// Unrolls one image into `columns[k, p]`: row `k` (an input channel and
 /// kernel offset, in the weight's `[in, kh, kw]` order) holds, for every
 /// output pixel `p`, the input value that offset reads; zero over the
-/// border. Rows are written a whole image row at a time.
+/// border.
+///
+/// Within a channel, an offset reads the plane shifted by a constant, so
+/// each row is one long copy; the values that wrapped around a row edge
+/// are then zeroed (at most `pad` per image row).
 fn im2col(shape: &ConvPoolShape, image: &[f32], columns: &mut [f32]) {
-    let (h, w, k, pad) = (shape.height, shape.width, shape.kernel, shape.pad());
+    let (w, k, pad) = (shape.width, shape.kernel, shape.pad());
     let plane = shape.plane();
     for c in 0..shape.in_channels {
         let channel = &image[c * plane..][..plane];
         for ky in 0..k {
             for kx in 0..k {
                 let row = &mut columns[((c * k + ky) * k + kx) * plane..][..plane];
-                let (lo, hi) = valid_columns(w, kx, pad);
-                for (oy, dst) in row.chunks_exact_mut(w).enumerate() {
-                    let iy = (oy + ky).wrapping_sub(pad);
-                    if iy >= h {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    let src = &channel[iy * w..][..w];
-                    dst[lo..hi].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
-                }
+                let (shift, start, end) = shifted_span(shape, ky, kx);
+                row[..start].fill(0.0);
+                row[end..].fill(0.0);
+                let from = (start as isize + shift) as usize;
+                row[start..end].copy_from_slice(&channel[from..from + (end - start)]);
+                zero_wrapped_columns(row, w, kx, pad);
             }
         }
     }
 }
 
+/// Zeroes, in every image row of `row`, the output columns whose input
+/// column falls outside the image (they hold a neighbouring row's pixels).
+fn zero_wrapped_columns(row: &mut [f32], w: usize, kx: usize, pad: usize) {
+    let (lo, hi) = valid_columns(w, kx, pad);
+    if lo == 0 && hi == w {
+        return;
+    }
+    for image_row in row.chunks_exact_mut(w) {
+        image_row[..lo].fill(0.0);
+        image_row[hi..].fill(0.0);
+    }
+}
+
 /// The adjoint of [`im2col`]: adds each unrolled value's gradient back onto
-/// the pixel it was read from.
-fn col2im(shape: &ConvPoolShape, columns: &[f32], image_grad: &mut [f32]) {
-    let (h, w, k, pad) = (shape.height, shape.width, shape.kernel, shape.pad());
+/// the pixel it was read from. Uses `columns` as scratch.
+fn col2im(shape: &ConvPoolShape, columns: &mut [f32], image_grad: &mut [f32]) {
+    let (w, k, pad) = (shape.width, shape.kernel, shape.pad());
     let plane = shape.plane();
     for c in 0..shape.in_channels {
         let channel = &mut image_grad[c * plane..][..plane];
         for ky in 0..k {
             for kx in 0..k {
-                let row = &columns[((c * k + ky) * k + kx) * plane..][..plane];
-                let (lo, hi) = valid_columns(w, kx, pad);
-                for (oy, src) in row.chunks_exact(w).enumerate() {
-                    let iy = (oy + ky).wrapping_sub(pad);
-                    if iy >= h {
-                        continue;
-                    }
-                    let dst = &mut channel[iy * w..][..w];
-                    for (d, s) in dst[lo + kx - pad..hi + kx - pad]
-                        .iter_mut()
-                        .zip(&src[lo..hi])
-                    {
-                        *d += s;
-                    }
+                let row = &mut columns[((c * k + ky) * k + kx) * plane..][..plane];
+                zero_wrapped_columns(row, w, kx, pad);
+                let (shift, start, end) = shifted_span(shape, ky, kx);
+                let from = (start as isize + shift) as usize;
+                for (d, s) in channel[from..from + (end - start)]
+                    .iter_mut()
+                    .zip(&row[start..end])
+                {
+                    *d += s;
                 }
             }
         }
     }
 }
 
-fn add_bias(shape: &ConvPoolShape, conv: &mut [f32], bias: &[f32]) {
-    for (plane, b) in conv.chunks_exact_mut(shape.plane()).zip(bias) {
-        plane.iter_mut().for_each(|v| *v += b);
-    }
-}
-
-/// 2×2 max-pooling with stride 2, then ReLU, for one image.
-fn pool_relu(shape: &ConvPoolShape, conv: &[f32], output: &mut [f32]) {
+/// Bias, 2×2 max-pooling with stride 2 and ReLU for one image's
+/// convolution output, recording each window's [`Route`].
+fn pool_relu(
+    shape: &ConvPoolShape,
+    conv: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+    routes: &mut [Route],
+) {
     let (h, w) = (shape.height, shape.width);
-    for (plane, pooled) in conv
-        .chunks_exact(shape.plane())
-        .zip(output.chunks_exact_mut(shape.pooled_plane()))
-    {
+    let pooled = shape.pooled_plane();
+    for (o, plane) in conv.chunks_exact(shape.plane()).enumerate() {
+        let out = &mut output[o * pooled..][..pooled];
+        let route = &mut routes[o * pooled..][..pooled];
         for py in 0..h / 2 {
             let top = &plane[2 * py * w..][..w];
             let bottom = &plane[(2 * py + 1) * w..][..w];
-            for (px, out) in pooled[py * (w / 2)..][..w / 2].iter_mut().enumerate() {
-                let m = top[2 * px]
-                    .max(top[2 * px + 1])
-                    .max(bottom[2 * px])
-                    .max(bottom[2 * px + 1]);
-                *out = m.max(0.0);
+            for px in 0..w / 2 {
+                let window = [
+                    top[2 * px],
+                    top[2 * px + 1],
+                    bottom[2 * px],
+                    bottom[2 * px + 1],
+                ];
+                let mut best = 0;
+                for i in 1..4 {
+                    if window[i] > window[best] {
+                        best = i;
+                    }
+                }
+                let value = window[best] + bias[o];
+                let q = py * (w / 2) + px;
+                if value > 0.0 {
+                    out[q] = value;
+                    route[q] = best as Route;
+                } else {
+                    out[q] = 0.0;
+                    route[q] = BLOCKED;
+                }
             }
         }
     }
 }
 
 /// Scatters one image's pooled-output gradient onto the convolution
-/// output: each window's gradient goes to its first maximum, and only
-/// where the ReLU let the value through. Adds what it routes per channel to
+/// output along the routes, and adds what it routes per channel to
 /// `bias_grad` (the bias gradient is the sum of the convolution's).
 fn route_to_maxima(
     shape: &ConvPoolShape,
-    conv: &[f32],
-    output: &[f32],
+    routes: &[Route],
     output_grad: &[f32],
     conv_grad: &mut [f32],
     bias_grad: &mut [f32],
 ) {
     conv_grad.fill(0.0);
-    let (h, w) = (shape.height, shape.width);
+    let w = shape.width;
     let pooled = shape.pooled_plane();
     for o in 0..shape.out_channels {
-        let plane = &conv[o * shape.plane()..][..shape.plane()];
         let grad_plane = &mut conv_grad[o * shape.plane()..][..shape.plane()];
-        for py in 0..h / 2 {
-            for px in 0..w / 2 {
-                let q = o * pooled + py * (w / 2) + px;
-                if output[q] <= 0.0 || output_grad[q] == 0.0 {
-                    continue;
-                }
-                let window = [
-                    2 * py * w + 2 * px,
-                    2 * py * w + 2 * px + 1,
-                    (2 * py + 1) * w + 2 * px,
-                    (2 * py + 1) * w + 2 * px + 1,
-                ];
-                let mut best = window[0];
-                for &p in &window[1..] {
-                    if plane[p] > plane[best] {
-                        best = p;
-                    }
-                }
-                grad_plane[best] = output_grad[q];
-                bias_grad[o] += output_grad[q];
+        let routes = &routes[o * pooled..][..pooled];
+        let grads = &output_grad[o * pooled..][..pooled];
+        let mut sum = 0.0;
+        for (q, (&route, &grad)) in routes.iter().zip(grads).enumerate() {
+            if route == BLOCKED {
+                continue;
             }
+            let (py, px) = (q / (w / 2), q % (w / 2));
+            let (dy, dx) = (route as usize / 2, route as usize % 2);
+            grad_plane[(2 * py + dy) * w + 2 * px + dx] = grad;
+            sum += grad;
         }
+        bias_grad[o] += sum;
     }
 }
 
@@ -521,19 +564,14 @@ mod tests {
         }
     }
 
-    fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
-    }
-
     #[test]
     fn forward_matches_naive_convolution_pooling_and_relu() {
         let s = shape();
         let x = pseudo_random(s.input_len(), 1);
         let w = pseudo_random(s.weight_len(), 2);
         let b = pseudo_random(s.out_channels, 3);
-        let (conv, out) = forward(&s, &x, &w, &b);
+        let (out, routes) = forward(&s, &x, &w, &b);
         let expected = naive_conv(&s, &x, &w, &b);
-        assert!(close(&conv, &expected, 1e-5));
         // Pool and rectify the naive result by hand.
         for n in 0..s.batch {
             for o in 0..s.out_channels {
@@ -555,6 +593,10 @@ mod tests {
             }
         }
         assert!(out.contains(&0.0) && out.iter().any(|&v| v > 0.0));
+        // Every zero output is blocked; every positive one routed.
+        for (o, r) in out.iter().zip(&routes) {
+            assert_eq!(*o > 0.0, *r != BLOCKED);
+        }
     }
 
     /// Loss L = Σ output · r for a fixed random r; its gradient is checked
@@ -574,11 +616,11 @@ mod tests {
         let b = pseudo_random(s.out_channels, 6);
         let r = pseudo_random(s.output_len(), 7);
         let loss = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
-            let (_, out) = forward(&s, x, w, b);
+            let (out, _) = forward(&s, x, w, b);
             out.iter().zip(&r).map(|(o, r)| (o * r) as f64).sum()
         };
-        let (conv, out) = forward(&s, &x, &w, &b);
-        let grads = backward(&s, &x, &w, &conv, &out, &r, true);
+        let (_, routes) = forward(&s, &x, &w, &b);
+        let grads = backward(&s, &x, &w, &routes, &r, true);
         let eps = 1e-2f32;
         let numeric = |v: &[f32], which: usize| -> Vec<f32> {
             (0..v.len())
@@ -611,7 +653,7 @@ mod tests {
         assert!(agree(&grads.bias, &numeric(&b, 2)));
         assert!(grads.weight.iter().any(|&g| g != 0.0));
 
-        let without = backward(&s, &x, &w, &conv, &out, &r, false);
+        let without = backward(&s, &x, &w, &routes, &r, false);
         assert!(without.input.is_none());
         assert_eq!(without.weight, grads.weight);
     }
@@ -628,9 +670,10 @@ mod tests {
         };
         // A 1×1 kernel of weight 1 and bias 0 makes conv == input.
         let x = [3.0, 3.0, 1.0, 3.0];
-        let (conv, out) = forward(&s, &x, &[1.0], &[0.0]);
+        let (out, routes) = forward(&s, &x, &[1.0], &[0.0]);
         assert_eq!(out, vec![3.0]);
-        let grads = backward(&s, &x, &[1.0], &conv, &out, &[2.0], true);
+        assert_eq!(routes, vec![0]);
+        let grads = backward(&s, &x, &[1.0], &routes, &[2.0], true);
         assert_eq!(grads.input.unwrap(), vec![2.0, 0.0, 0.0, 0.0]);
         assert_eq!(grads.bias, vec![2.0]);
     }
@@ -646,9 +689,10 @@ mod tests {
             kernel: 1,
         };
         let x = [-1.0, -2.0, -3.0, -4.0];
-        let (conv, out) = forward(&s, &x, &[1.0], &[0.0]);
+        let (out, routes) = forward(&s, &x, &[1.0], &[0.0]);
         assert_eq!(out, vec![0.0]);
-        let grads = backward(&s, &x, &[1.0], &conv, &out, &[5.0], true);
+        assert_eq!(routes, vec![BLOCKED]);
+        let grads = backward(&s, &x, &[1.0], &routes, &[5.0], true);
         assert_eq!(grads.input.unwrap(), vec![0.0; 4]);
         assert_eq!(grads.weight, vec![0.0]);
     }

@@ -67,8 +67,8 @@ pub trait ConvPoolOps: Backend {
 /// [`ConvPoolOps::conv_pool_relu`] as one node. The defaults compose the
 /// backend's own operations.
 pub trait ConvPoolKernels: Backend {
-    /// The convolution output (bias added, before pooling) and the layer's
-    /// output.
+    /// What the backward pass needs about the pooling windows (see
+    /// [`Saved::windows`]) and the layer's output.
     fn conv_pool_relu_parts(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -101,8 +101,11 @@ pub struct Saved<B: Backend> {
     pub weight: FloatTensor<B>,
     /// The convolution bias.
     pub bias: FloatTensor<B>,
-    /// The convolution output before pooling.
-    pub conv: FloatTensor<B>,
+    /// The pooling windows, in a form of the backend's choosing: the
+    /// composed default keeps the convolution output (bias added, before
+    /// pooling); flex keeps one byte per window saying where its maximum
+    /// was (a `u8` tensor, 30× smaller than conv1's output).
+    pub windows: FloatTensor<B>,
     /// The layer's output.
     pub output: FloatTensor<B>,
 }
@@ -172,7 +175,7 @@ fn composed_backward<B: Backend>(
         x,
         weight,
         bias,
-        conv,
+        windows: conv,
         output,
     } = saved;
     let pooled_grad = B::relu_backward(output, output_grad);
@@ -279,13 +282,13 @@ impl<B: ConvPoolOps + ConvPoolKernels, C: CheckpointStrategy> ConvPoolOps for Au
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (conv, output) =
+                let (windows, output) =
                     B::conv_pool_relu_parts(x.clone(), weight.clone(), bias.clone());
                 let saved = Saved {
                     x,
                     weight,
                     bias,
-                    conv,
+                    windows,
                     output: output.clone(),
                 };
                 prep.finish(saved, output)

@@ -49,7 +49,9 @@ fn run(
 fn fused_layer_matches_burns_ops_forward_and_backward() {
     for (backend, device) in test_devices() {
         let device = device.autodiff();
-        for (cin, cout, side, kernel) in [(1, 16, 28, 5), (16, 32, 14, 5), (3, 4, 6, 3)] {
+        for (cin, cout, side, kernel) in
+            [(1, 16, 28, 5), (16, 32, 14, 5), (3, 4, 6, 3), (2, 3, 4, 5)]
+        {
             let conv = layer(cin, cout, kernel, &device);
             let x = Tensor::<4>::random([5, cin, side, side], Distribution::Default, &device);
             let r = Tensor::<4>::random(
