@@ -119,13 +119,18 @@ pub fn forward(
     let per_image_in = shape.in_channels * shape.plane();
     let mut output = vec![0.0f32; shape.output_len()];
     let mut routes = vec![BLOCKED; shape.output_len()];
+    let images = images_per_job(shape.batch);
     output
-        .par_chunks_mut(per_image_out)
-        .zip(routes.par_chunks_mut(per_image_out))
-        .zip(input.par_chunks(per_image_in))
-        .for_each_init(
-            || Scratch::new(shape),
-            |scratch, ((output, routes), image)| {
+        .par_chunks_mut(per_image_out * images)
+        .zip(routes.par_chunks_mut(per_image_out * images))
+        .zip(input.par_chunks(per_image_in * images))
+        .for_each(|((outputs, routes), inputs)| {
+            let mut scratch = Scratch::new(shape);
+            for ((output, routes), image) in outputs
+                .chunks_mut(per_image_out)
+                .zip(routes.chunks_mut(per_image_out))
+                .zip(inputs.chunks(per_image_in))
+            {
                 im2col(shape, image, &mut scratch.columns);
                 // conv[o, p] = Σ_k weight[o, k] · columns[k, p]
                 gemm_f32(
@@ -136,8 +141,8 @@ pub fn forward(
                     false,
                 );
                 pool_relu(shape, &scratch.conv, bias, output, routes);
-            },
-        );
+            }
+        });
     (output, routes)
 }
 
@@ -162,9 +167,9 @@ pub fn backward(
     let per_image_out = shape.out_channels * shape.pooled_plane();
     let mut input_grad = want_input_grad.then(|| vec![0.0f32; shape.input_len()]);
 
-    // Each rayon job owns one image's input gradient (disjoint writes) and
-    // folds weight and bias gradients into its own accumulators, summed once
-    // at the end.
+    // Each rayon job owns a run of images' input gradients (disjoint
+    // writes) and sums weight and bias gradients into its own accumulators,
+    // added up once at the end.
     let per_image = |acc: Accumulators, image: usize, input_grad: Option<&mut [f32]>| {
         let mut acc = acc;
         let range = |len: usize| image * len..(image + 1) * len;
@@ -198,28 +203,45 @@ pub fn backward(
         acc
     };
 
-    let totals = match input_grad.as_mut() {
+    let images = images_per_job(shape.batch);
+    let jobs: Vec<Accumulators> = match input_grad.as_mut() {
         Some(input_grad) => input_grad
-            .par_chunks_mut(per_image_in)
+            .par_chunks_mut(per_image_in * images)
             .enumerate()
-            .fold(
-                || Accumulators::new(shape),
-                |acc, (image, grad)| per_image(acc, image, Some(grad)),
-            )
-            .reduce(|| Accumulators::new(shape), Accumulators::merge),
-        None => (0..shape.batch)
+            .map(|(job, grads)| {
+                let mut acc = Accumulators::new(shape);
+                for (i, grad) in grads.chunks_mut(per_image_in).enumerate() {
+                    acc = per_image(acc, job * images + i, Some(grad));
+                }
+                acc
+            })
+            .collect(),
+        None => (0..shape.batch.div_ceil(images))
             .into_par_iter()
-            .fold(
-                || Accumulators::new(shape),
-                |acc, image| per_image(acc, image, None),
-            )
-            .reduce(|| Accumulators::new(shape), Accumulators::merge),
+            .map(|job| {
+                let mut acc = Accumulators::new(shape);
+                for image in job * images..((job + 1) * images).min(shape.batch) {
+                    acc = per_image(acc, image, None);
+                }
+                acc
+            })
+            .collect(),
     };
+    let totals = jobs
+        .into_iter()
+        .reduce(Accumulators::merge)
+        .unwrap_or_else(|| Accumulators::new(shape));
     ConvPoolGrads {
         input: input_grad,
         weight: totals.weight,
         bias: totals.bias,
     }
+}
+
+/// Images per rayon job: two jobs per thread, so that one slow job does
+/// not leave a core idle, while each job's buffers are set up only once.
+fn images_per_job(batch: usize) -> usize {
+    batch.div_ceil(2 * rayon::current_num_threads()).max(1)
 }
 
 /// One forward job's buffers, reused across its images.
@@ -328,9 +350,12 @@ fn zero_wrapped_columns(row: &mut [f32], w: usize, kx: usize, pad: usize) {
     if lo == 0 && hi == w {
         return;
     }
-    for image_row in row.chunks_exact_mut(w) {
-        image_row[..lo].fill(0.0);
-        image_row[hi..].fill(0.0);
+    // Column by column: a per-row `fill` of one or two values would be a
+    // `memset` call each (the most expensive part of im2col when it was).
+    for column in (0..lo).chain(hi..w) {
+        for value in row[column..].iter_mut().step_by(w) {
+            *value = 0.0;
+        }
     }
 }
 
@@ -376,27 +401,23 @@ fn pool_relu(
             let top = &plane[2 * py * w..][..w];
             let bottom = &plane[(2 * py + 1) * w..][..w];
             for px in 0..w / 2 {
-                let window = [
-                    top[2 * px],
-                    top[2 * px + 1],
-                    bottom[2 * px],
-                    bottom[2 * px + 1],
-                ];
-                let mut best = 0;
-                for i in 1..4 {
-                    if window[i] > window[best] {
-                        best = i;
-                    }
-                }
-                let value = window[best] + bias[o];
-                let q = py * (w / 2) + px;
-                if value > 0.0 {
-                    out[q] = value;
-                    route[q] = best as Route;
+                let (a, b) = (top[2 * px], top[2 * px + 1]);
+                let (c, d) = (bottom[2 * px], bottom[2 * px + 1]);
+                // The first maximum in row-major order, without branches
+                // (random data makes them unpredictable): ties keep the
+                // earlier element at every step.
+                let (upper, upper_at) = if b > a { (b, 1) } else { (a, 0) };
+                let (lower, lower_at) = if d > c { (d, 3) } else { (c, 2) };
+                let (max, at) = if lower > upper {
+                    (lower, lower_at)
                 } else {
-                    out[q] = 0.0;
-                    route[q] = BLOCKED;
-                }
+                    (upper, upper_at)
+                };
+                let value = max + bias[o];
+                let q = py * (w / 2) + px;
+                let open = value > 0.0;
+                out[q] = if open { value } else { 0.0 };
+                route[q] = if open { at } else { BLOCKED };
             }
         }
     }
@@ -412,22 +433,28 @@ fn route_to_maxima(
     conv_grad: &mut [f32],
     bias_grad: &mut [f32],
 ) {
-    conv_grad.fill(0.0);
-    let w = shape.width;
+    let (h, w) = (shape.height, shape.width);
     let pooled = shape.pooled_plane();
     for o in 0..shape.out_channels {
         let grad_plane = &mut conv_grad[o * shape.plane()..][..shape.plane()];
         let routes = &routes[o * pooled..][..pooled];
         let grads = &output_grad[o * pooled..][..pooled];
         let mut sum = 0.0;
-        for (q, (&route, &grad)) in routes.iter().zip(grads).enumerate() {
-            if route == BLOCKED {
-                continue;
+        for py in 0..h / 2 {
+            let (top, bottom) = grad_plane[2 * py * w..][..2 * w].split_at_mut(w);
+            let routes = &routes[py * (w / 2)..][..w / 2];
+            let grads = &grads[py * (w / 2)..][..w / 2];
+            // Every window writes all four of its cells (the windows tile
+            // the plane), so the buffer needs no clearing first.
+            for (px, (&route, &grad)) in routes.iter().zip(grads).enumerate() {
+                let grad = if route == BLOCKED { 0.0 } else { grad };
+                let cell = |at: Route| if route == at { grad } else { 0.0 };
+                top[2 * px] = cell(0);
+                top[2 * px + 1] = cell(1);
+                bottom[2 * px] = cell(2);
+                bottom[2 * px + 1] = cell(3);
+                sum += grad;
             }
-            let (py, px) = (q / (w / 2), q % (w / 2));
-            let (dy, dx) = (route as usize / 2, route as usize % 2);
-            grad_plane[(2 * py + dy) * w + 2 * px + dx] = grad;
-            sum += grad;
         }
         bias_grad[o] += sum;
     }
