@@ -102,8 +102,14 @@ fn train_writes_every_output_and_the_notebooks_lines() {
 
 #[test]
 fn pytorch_exported_weights_evaluate() {
-    let golden = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/golden/seed_cnn.safetensors");
+    // $MNIST_GOLDEN_DIR overrides the shared copy beside the checkout, as
+    // for the model crate's parity tests.
+    let golden = std::env::var_os("MNIST_GOLDEN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+        })
+        .join("seed_cnn.safetensors");
     let dir = tempfile::tempdir().unwrap();
     let out = ok(mnist()
         .args(["eval", "--test-limit", "100", "--weights"])
