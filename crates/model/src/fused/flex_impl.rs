@@ -44,18 +44,16 @@ impl ConvPoolKernels for Flex {
         FloatTensor<Self>,
         FloatTensor<Self>,
     ) {
-        let Some(shape) = host_shape(&saved.x, &saved.weight) else {
+        // Windows saved as anything but route bytes came from the composed
+        // forward pass: differentiate them the same way.
+        let (Some(shape), DType::U8) = (host_shape(&saved.x, &saved.weight), saved.windows.dtype())
+        else {
             return composed_backward::<Self>(saved, output_grad, want_x);
         };
-        let weight_shape = saved.weight.shape();
-        let x_shape = saved.x.shape();
-        if saved.windows.dtype() != DType::U8 {
-            // Saved by the composed forward pass: differentiate it the same way.
-            return composed_backward::<Self>(saved, output_grad, want_x);
-        }
-        let routes = saved.windows;
+        let (x_shape, weight_shape) = (saved.x.shape(), saved.weight.shape());
         let (x, weight, output_grad) = (dense(saved.x), dense(saved.weight), dense(output_grad));
-        let routes = routes
+        let routes = saved
+            .windows
             .as_slice::<u8>()
             .expect("routes are written contiguous by conv_pool_relu_parts");
         let grads = host::backward(

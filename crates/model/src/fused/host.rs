@@ -74,11 +74,6 @@ impl ConvPoolShape {
         self.out_channels * self.patch()
     }
 
-    /// Elements of the convolution output (before pooling).
-    pub fn conv_len(&self) -> usize {
-        self.batch * self.out_channels * self.plane()
-    }
-
     /// Elements of the pooled output.
     pub fn output_len(&self) -> usize {
         self.batch * self.out_channels * self.pooled_plane()
@@ -170,63 +165,59 @@ pub fn backward(
     // Each rayon job owns a run of images' input gradients (disjoint
     // writes) and sums weight and bias gradients into its own accumulators,
     // added up once at the end.
-    let per_image = |acc: Accumulators, image: usize, input_grad: Option<&mut [f32]>| {
-        let mut acc = acc;
+    let per_image = |acc: &mut Accumulators, image: usize, input_grad: Option<&mut [f32]>| {
         let range = |len: usize| image * len..(image + 1) * len;
+        let Scratch { columns, conv } = &mut acc.scratch;
+        // conv holds the convolution output's gradient.
         route_to_maxima(
             shape,
             &routes[range(per_image_out)],
             &output_grad[range(per_image_out)],
-            &mut acc.conv_grad,
+            conv,
             &mut acc.bias,
         );
-        im2col(shape, &input[range(per_image_in)], &mut acc.columns);
+        im2col(shape, &input[range(per_image_in)], columns);
         // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
         gemm_f32(
             Matrix::row_major(&mut acc.weight, shape.patch()),
-            (&acc.conv_grad, shape.plane() as isize, 1),
-            (&acc.columns, 1, shape.plane() as isize),
+            (conv, shape.plane() as isize, 1),
+            (columns, 1, shape.plane() as isize),
             (shape.out_channels, shape.patch(), shape.plane()),
             true,
         );
         if let Some(input_grad) = input_grad {
             // columns_grad[k, p] = Σ_o weight[o, k] · conv_grad[o, p]
             gemm_f32(
-                Matrix::row_major(&mut acc.columns, shape.plane()),
+                Matrix::row_major(columns, shape.plane()),
                 (weight, 1, shape.patch() as isize),
-                (&acc.conv_grad, shape.plane() as isize, 1),
+                (conv, shape.plane() as isize, 1),
                 (shape.patch(), shape.plane(), shape.out_channels),
                 false,
             );
-            col2im(shape, &mut acc.columns, input_grad);
+            col2im(shape, columns, input_grad);
         }
-        acc
     };
 
     let images = images_per_job(shape.batch);
-    let jobs: Vec<Accumulators> = match input_grad.as_mut() {
-        Some(input_grad) => input_grad
-            .par_chunks_mut(per_image_in * images)
-            .enumerate()
-            .map(|(job, grads)| {
-                let mut acc = Accumulators::new(shape);
-                for (i, grad) in grads.chunks_mut(per_image_in).enumerate() {
-                    acc = per_image(acc, job * images + i, Some(grad));
-                }
-                acc
-            })
-            .collect(),
-        None => (0..shape.batch.div_ceil(images))
-            .into_par_iter()
-            .map(|job| {
-                let mut acc = Accumulators::new(shape);
-                for image in job * images..((job + 1) * images).min(shape.batch) {
-                    acc = per_image(acc, image, None);
-                }
-                acc
-            })
-            .collect(),
+    // One entry per job: its images' input gradients, when wanted.
+    let job_grads: Vec<Option<&mut [f32]>> = match input_grad.as_mut() {
+        Some(grads) => grads.chunks_mut(per_image_in * images).map(Some).collect(),
+        None => (0..shape.batch.div_ceil(images)).map(|_| None).collect(),
     };
+    let jobs: Vec<Accumulators> = job_grads
+        .into_par_iter()
+        .enumerate()
+        .map(|(job, grads)| {
+            let mut acc = Accumulators::new(shape);
+            let mut grads = grads.map(|g| g.chunks_mut(per_image_in));
+            for image in job * images..((job + 1) * images).min(shape.batch) {
+                per_image(&mut acc, image, grads.as_mut().and_then(Iterator::next));
+            }
+            acc
+        })
+        .collect();
+    // Summed in job order, not as rayon's jobs finish: the same inputs give
+    // bit-identical gradients on every run (resume depends on it).
     let totals = jobs
         .into_iter()
         .reduce(Accumulators::merge)
@@ -244,7 +235,8 @@ fn images_per_job(batch: usize) -> usize {
     batch.div_ceil(2 * rayon::current_num_threads()).max(1)
 }
 
-/// One forward job's buffers, reused across its images.
+/// A job's per-image buffers, reused across its images: the unrolled
+/// image, and the convolution output (forward) or its gradient (backward).
 struct Scratch {
     columns: Vec<f32>,
     conv: Vec<f32>,
@@ -259,21 +251,19 @@ impl Scratch {
     }
 }
 
-/// One rayon job's scratch space and partial sums.
+/// One backward job's scratch space and partial sums.
 struct Accumulators {
+    scratch: Scratch,
     weight: Vec<f32>,
     bias: Vec<f32>,
-    conv_grad: Vec<f32>,
-    columns: Vec<f32>,
 }
 
 impl Accumulators {
     fn new(shape: &ConvPoolShape) -> Self {
         Self {
+            scratch: Scratch::new(shape),
             weight: vec![0.0; shape.weight_len()],
             bias: vec![0.0; shape.out_channels],
-            conv_grad: vec![0.0; shape.out_channels * shape.plane()],
-            columns: vec![0.0; shape.plane() * shape.patch()],
         }
     }
 
@@ -539,7 +529,7 @@ mod tests {
             shape.kernel,
             shape.pad() as isize,
         );
-        let mut out = vec![0.0; shape.conv_len()];
+        let mut out = vec![0.0; shape.batch * shape.out_channels * shape.plane()];
         for n in 0..shape.batch {
             for o in 0..shape.out_channels {
                 for y in 0..h {
