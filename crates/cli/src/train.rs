@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -42,6 +42,11 @@ pub struct TrainArgs {
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 600)]
     eval_batch_size: usize,
+    /// Stop after the last epoch that fits in MINUTES of training (timed from
+    /// the first step, evaluations included); the report covers the epochs
+    /// done and `--resume RUN_DIR` continues the run later.
+    #[arg(long, value_name = "MINUTES", allow_negative_numbers = true)]
+    time_limit: Option<f64>,
 }
 
 /// Where a run starts from.
@@ -61,6 +66,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if args.eval_batch_size == 0 {
         bail!("--eval-batch-size must be at least 1");
     }
+    let time_limit = args.time_limit.map(minutes).transpose()?;
     let start = match &args.resume {
         Some(dir) => resume_point(dir, &args)?,
         None => fresh_start(&args)?,
@@ -133,6 +139,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         normalizer: Normalizer::new(dataset.mean(), dataset.std()),
         eval_batch_size: args.eval_batch_size,
         run_dir: &run_dir,
+        time_limit,
     };
     let (model, last) = trainer.train(model, optim, ema, &mut state)?;
     trainer.finish(&model, last, &state)
@@ -209,6 +216,7 @@ struct Trainer<'a> {
     normalizer: Normalizer,
     eval_batch_size: usize,
     run_dir: &'a Path,
+    time_limit: Option<Duration>,
 }
 
 /// The test-set evaluation after an epoch, with its duration in seconds.
@@ -242,8 +250,10 @@ impl Trainer<'_> {
         let augmentation = hyper.augment.augmentation();
         // The notebook prints four times an epoch.
         let log_every = (steps / 4).max(1);
+        let first_epoch = state.epochs_done;
+        let session = Instant::now();
 
-        for epoch in state.epochs_done..hyper.epochs {
+        for epoch in first_epoch..hyper.epochs {
             // Dropout draws from the device RNG: seed it per epoch so a
             // resumed run draws what an uninterrupted one would.
             device.seed(
@@ -342,6 +352,21 @@ impl Trainer<'_> {
                 ema.as_ref().map(|e| e.average()),
                 state,
             )?;
+            let epochs_run = epoch + 1 - first_epoch;
+            if let Some(limit) = self.time_limit
+                && epoch + 1 < hyper.epochs
+                && !another_epoch_fits(session.elapsed(), epochs_run, limit)
+            {
+                println!(
+                    "Stopping after epoch {} of {}: another epoch would pass --time-limit {} min. \
+                     Continue with: mnist train --resume {}",
+                    epoch + 1,
+                    hyper.epochs,
+                    limit.as_secs_f64() / 60.0,
+                    self.run_dir.display()
+                );
+                break;
+            }
         }
         // Fresh runs have epochs >= 1 and finished runs are refused on resume.
         last.context("no epoch was left to train")
@@ -419,6 +444,22 @@ impl Trainer<'_> {
     }
 }
 
+/// `--time-limit` in minutes as a duration; refuses what no clock can mean.
+fn minutes(value: f64) -> Result<Duration> {
+    if !value.is_finite() || value < 0.0 {
+        bail!("--time-limit must be a number of minutes, 0 or more (got {value})");
+    }
+    Duration::try_from_secs_f64(value * 60.0)
+        .with_context(|| format!("--time-limit {value} is too large"))
+}
+
+/// Whether one more epoch, as long as the mean of the `epochs_run` so far,
+/// still ends within `limit`.
+fn another_epoch_fits(elapsed: Duration, epochs_run: usize, limit: Duration) -> bool {
+    let mean = elapsed / epochs_run.max(1) as u32;
+    elapsed + mean <= limit
+}
+
 fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -430,4 +471,36 @@ fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> ProgressBar {
         .expect("valid template")
         .progress_chars("=> "),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_epoch_fits_only_while_the_mean_epoch_still_ends_in_time() {
+        let s = Duration::from_secs;
+        // Two 30 s epochs done: the next would end at 90 s.
+        assert!(another_epoch_fits(s(60), 2, s(90)));
+        assert!(!another_epoch_fits(s(60), 2, s(89)));
+        // One slow epoch: judged by its own length.
+        assert!(!another_epoch_fits(s(50), 1, s(99)));
+        assert!(another_epoch_fits(s(50), 1, s(100)));
+        // A zero limit stops after the first epoch.
+        assert!(!another_epoch_fits(
+            Duration::from_millis(1),
+            1,
+            Duration::ZERO
+        ));
+    }
+
+    #[test]
+    fn time_limits_must_be_minutes_a_clock_can_count() {
+        assert_eq!(minutes(1.5).unwrap(), Duration::from_secs(90));
+        assert_eq!(minutes(0.0).unwrap(), Duration::ZERO);
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e300] {
+            let message = minutes(bad).unwrap_err().to_string();
+            assert!(message.contains("--time-limit"), "{message}");
+        }
+    }
 }

@@ -71,6 +71,36 @@ fn kill_9_then_resume_matches_an_uninterrupted_run() {
 }
 
 #[test]
+fn a_time_limit_stops_after_a_whole_epoch_and_resume_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    ok(&mut train(&straight));
+
+    let limited = dir.path().join("limited");
+    let out = ok(train(&limited).args(["--time-limit", "0"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Stopping after epoch 1 of 3"), "{stdout}");
+    assert!(stdout.contains("mnist train --resume"), "{stdout}");
+    // The stopped run is reported and saved like a finished one.
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(limited.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["epochs"], 1, "{metrics}");
+    assert_eq!(metrics["history"].as_array().unwrap().len(), 1);
+    assert!(limited.join("model.safetensors").is_file());
+
+    ok(mnist().arg("train").arg("--resume").arg(&limited));
+    let a = std::fs::read(straight.join("model.safetensors")).unwrap();
+    let b = std::fs::read(limited.join("model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "the resumed run's weights differ from the straight run's"
+    );
+
+    let stderr = fails(train(&dir.path().join("bad")).args(["--time-limit", "-1"]));
+    assert!(stderr.contains("--time-limit"), "{stderr}");
+}
+
+#[test]
 fn resuming_a_finished_run_or_an_empty_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = fails(mnist().arg("train").arg("--resume").arg(dir.path()));
