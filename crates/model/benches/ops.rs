@@ -2,7 +2,8 @@
 //! notebook's batch size (600), on every compiled CPU backend:
 //!
 //! - the whole forward pass, and forward + backward;
-//! - conv2 (16→32, 5×5 on 14×14), forward and forward + backward;
+//! - conv2 (16→32, 5×5 on 14×14), forward and forward + backward, as Burn's
+//!   layer and as `mnist_model::fused::conv_same` (seed-plus's convolutions);
 //! - the first max-pool (16 × 28×28), forward and forward + backward;
 //! - conv2 → pool → relu as the fused operation the model uses
 //!   (`mnist_model::fused`) against the three separate operations.
@@ -20,7 +21,7 @@ use burn::nn::pool::MaxPool2dConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mnist_model::backend::BackendKind;
-use mnist_model::fused::conv_pool_relu;
+use mnist_model::fused::{conv_pool_relu, conv_same};
 use mnist_model::{SeedCnn, SeedCnnConfig};
 
 const BATCH: usize = 600;
@@ -91,6 +92,9 @@ fn conv2(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("forward", name), |b| {
             b.iter(|| sync(conv.forward(input.clone())))
         });
+        group.bench_function(BenchmarkId::new("conv_same_forward", name), |b| {
+            b.iter(|| sync(conv_same(input.clone(), &conv)))
+        });
         let train_device = device.clone().autodiff();
         let conv = Conv2dConfig::new([16, 32], [5, 5])
             .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
@@ -99,6 +103,9 @@ fn conv2(c: &mut Criterion) {
             .require_grad();
         group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
             b.iter(|| std::hint::black_box(conv.forward(input.clone()).sum().backward()))
+        });
+        group.bench_function(BenchmarkId::new("conv_same_forward_backward", name), |b| {
+            b.iter(|| std::hint::black_box(conv_same(input.clone(), &conv).sum().backward()))
         });
     }
     group.finish();

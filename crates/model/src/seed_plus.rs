@@ -28,6 +28,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::SeedCnnConfig;
+use crate::fused::conv_same;
 use crate::torch_io::with_stable_ids;
 
 /// Configuration of [`SeedPlusCnn`].
@@ -92,9 +93,12 @@ impl SeedPlusCnnConfig {
 impl SeedPlusCnn {
     /// Logits `[batch, classes]` for images `[batch, channels, height, width]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.bn1.forward(self.conv1.forward(images));
+        // Batch norm sits between convolution and pooling, so the seed CNN's
+        // fused layer does not apply; the convolutions alone still get their
+        // own backward pass (`fused::conv_same`).
+        let x = self.bn1.forward(conv_same(images, &self.conv1));
         let x = self.relu.forward(self.pool.forward(x));
-        let x = self.bn2.forward(self.conv2.forward(x));
+        let x = self.bn2.forward(conv_same(x, &self.conv2));
         let x = self.relu.forward(self.pool.forward(x));
         let x = x.flatten::<2>(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));

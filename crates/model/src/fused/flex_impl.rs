@@ -1,8 +1,12 @@
-//! The fused layer on flex: the [`host`](super::host) kernels on the
-//! tensors' own memory. Anything but `f32` takes the composed default.
+//! The fused layer and the plain convolution on flex: the
+//! [`host`](super::host) kernels on the tensors' own memory. Anything but
+//! `f32` takes the composed default.
 
 use super::host::{self, ConvPoolShape};
-use super::{ConvPoolKernels, ConvPoolOps, Saved, composed_backward, composed_parts};
+use super::{
+    ConvPoolKernels, ConvPoolOps, ConvSaved, Saved, composed_backward, composed_conv_backward,
+    composed_parts, conv_options,
+};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Flex, TensorMetadata};
@@ -15,6 +19,25 @@ impl ConvPoolOps for Flex {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         Self::conv_pool_relu_parts(x, weight, bias).1
+    }
+
+    fn conv_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let Some(shape) = conv_shape(&x, &weight) else {
+            let options = conv_options(&weight);
+            return <Self as burn::backend::ops::ModuleOps<Self>>::conv2d(
+                x,
+                weight,
+                Some(bias),
+                options,
+            );
+        };
+        let (x, weight, bias) = (dense(x), dense(weight), dense(bias));
+        let output = host::conv_forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
+        tensor(output, conv_output_shape(&shape))
     }
 }
 
@@ -70,10 +93,48 @@ impl ConvPoolKernels for Flex {
             tensor(grads.bias, Shape::new([shape.out_channels])),
         )
     }
+
+    fn conv_same_backward(
+        saved: ConvSaved<Self>,
+        output_grad: FloatTensor<Self>,
+        want_x: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let (Some(shape), DType::F32) = (conv_shape(&saved.x, &saved.weight), output_grad.dtype())
+        else {
+            return composed_conv_backward::<Self>(saved, output_grad, want_x);
+        };
+        let (x_shape, weight_shape) = (saved.x.shape(), saved.weight.shape());
+        let (x, weight, output_grad) = (dense(saved.x), dense(saved.weight), dense(output_grad));
+        let grads =
+            host::conv_backward(&shape, f32s(&x), f32s(&weight), f32s(&output_grad), want_x);
+        (
+            grads.input.map(|g| tensor(g, x_shape)),
+            tensor(grads.weight, weight_shape),
+            tensor(grads.bias, Shape::new([shape.out_channels])),
+        )
+    }
+}
+
+/// The convolution's shape, when both tensors are `f32` and the host
+/// kernels cover it.
+fn conv_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvPoolShape> {
+    let shape = tensor_shape(x, weight)?;
+    shape.conv_is_supported().then_some(shape)
 }
 
 /// The fused shape, when both tensors are `f32` and the layer fits.
 fn host_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvPoolShape> {
+    let shape = tensor_shape(x, weight)?;
+    shape.is_supported().then_some(shape)
+}
+
+/// Both tensors' dimensions as one layer's shape, when they are `f32` and
+/// agree (square kernel, matching channels).
+fn tensor_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvPoolShape> {
     if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
         return None;
     }
@@ -87,7 +148,11 @@ fn host_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvPoolShape> {
         width,
         kernel: kh,
     };
-    (weight_in == in_channels && kh == kw && shape.is_supported()).then_some(shape)
+    (weight_in == in_channels && kh == kw).then_some(shape)
+}
+
+fn conv_output_shape(shape: &ConvPoolShape) -> Shape {
+    Shape::new([shape.batch, shape.out_channels, shape.height, shape.width])
 }
 
 fn output_shape(shape: &ConvPoolShape) -> Shape {

@@ -1,4 +1,5 @@
-//! Host (CPU) kernels for `relu(max_pool_2×2(conv2d(x)))` and its gradients.
+//! Host (CPU) kernels for `relu(max_pool_2×2(conv2d(x)))` and for a plain
+//! "same" convolution, with their gradients.
 //!
 //! Plain `f32` slices in NCHW order, so these are tested against naive loops
 //! without any backend. The convolution is an im2col per image followed by
@@ -44,6 +45,16 @@ impl ConvPoolShape {
             && self.out_channels > 0
     }
 
+    /// Whether the plain convolution kernels cover this shape (any plane
+    /// size: no pooling follows).
+    pub fn conv_is_supported(&self) -> bool {
+        self.kernel % 2 == 1
+            && self.height > 0
+            && self.width > 0
+            && self.in_channels > 0
+            && self.out_channels > 0
+    }
+
     fn pad(&self) -> usize {
         self.kernel / 2
     }
@@ -77,6 +88,11 @@ impl ConvPoolShape {
     /// Elements of the pooled output.
     pub fn output_len(&self) -> usize {
         self.batch * self.out_channels * self.pooled_plane()
+    }
+
+    /// Elements of the convolution's output (before any pooling).
+    pub fn conv_output_len(&self) -> usize {
+        self.batch * self.out_channels * self.plane()
     }
 }
 
@@ -127,18 +143,54 @@ pub fn forward(
                 .zip(inputs.chunks(per_image_in))
             {
                 im2col(shape, image, &mut scratch.columns);
-                // conv[o, p] = Σ_k weight[o, k] · columns[k, p]
-                gemm_f32(
-                    Matrix::row_major(&mut scratch.conv, shape.plane()),
-                    (weight, shape.patch() as isize, 1),
-                    (&scratch.columns, shape.plane() as isize, 1),
-                    (shape.out_channels, shape.plane(), shape.patch()),
-                    false,
-                );
+                convolve(shape, weight, &scratch.columns, &mut scratch.conv);
                 pool_relu(shape, &scratch.conv, bias, output, routes);
             }
         });
     (output, routes)
+}
+
+/// The plain convolution, bias added: `[batch, out_channels, height, width]`.
+pub fn conv_forward(
+    shape: &ConvPoolShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    check_conv_lengths(shape, input, weight, bias);
+    let per_image_out = shape.out_channels * shape.plane();
+    let per_image_in = shape.in_channels * shape.plane();
+    let mut output = vec![0.0f32; shape.conv_output_len()];
+    let images = images_per_job(shape.batch);
+    output
+        .par_chunks_mut(per_image_out * images)
+        .zip(input.par_chunks(per_image_in * images))
+        .for_each(|(outputs, inputs)| {
+            let mut columns = vec![0.0; shape.plane() * shape.patch()];
+            for (output, image) in outputs
+                .chunks_mut(per_image_out)
+                .zip(inputs.chunks(per_image_in))
+            {
+                im2col(shape, image, &mut columns);
+                convolve(shape, weight, &columns, output);
+                for (plane, b) in output.chunks_exact_mut(shape.plane()).zip(bias) {
+                    plane.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        });
+    output
+}
+
+/// One image's convolution without bias: `conv[o, p] = Σ_k weight[o, k] ·
+/// columns[k, p]`.
+fn convolve(shape: &ConvPoolShape, weight: &[f32], columns: &[f32], conv: &mut [f32]) {
+    gemm_f32(
+        Matrix::row_major(conv, shape.plane()),
+        (weight, shape.patch() as isize, 1),
+        (columns, shape.plane() as isize, 1),
+        (shape.out_channels, shape.plane(), shape.patch()),
+        false,
+    );
 }
 
 /// The backward pass, given the forward pass's input, weight and routes,
@@ -160,12 +212,7 @@ pub fn backward(
     assert_eq!(output_grad.len(), shape.output_len(), "output_grad length");
     let per_image_in = shape.in_channels * shape.plane();
     let per_image_out = shape.out_channels * shape.pooled_plane();
-    let mut input_grad = want_input_grad.then(|| vec![0.0f32; shape.input_len()]);
-
-    // Each rayon job owns a run of images' input gradients (disjoint
-    // writes) and sums weight and bias gradients into its own accumulators,
-    // added up once at the end.
-    let per_image = |acc: &mut Accumulators, image: usize, input_grad: Option<&mut [f32]>| {
+    backward_jobs(shape, want_input_grad, |acc, image, input_grad| {
         let range = |len: usize| image * len..(image + 1) * len;
         let Scratch { columns, conv } = &mut acc.scratch;
         // conv holds the convolution output's gradient.
@@ -176,28 +223,73 @@ pub fn backward(
             conv,
             &mut acc.bias,
         );
-        im2col(shape, &input[range(per_image_in)], columns);
-        // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
-        gemm_f32(
-            Matrix::row_major(&mut acc.weight, shape.patch()),
-            (conv, shape.plane() as isize, 1),
-            (columns, 1, shape.plane() as isize),
-            (shape.out_channels, shape.patch(), shape.plane()),
-            true,
+        image_gradients(
+            shape,
+            weight,
+            &input[range(per_image_in)],
+            conv,
+            columns,
+            &mut acc.weight,
+            input_grad,
         );
-        if let Some(input_grad) = input_grad {
-            // columns_grad[k, p] = Σ_o weight[o, k] · conv_grad[o, p]
-            gemm_f32(
-                Matrix::row_major(columns, shape.plane()),
-                (weight, 1, shape.patch() as isize),
-                (conv, shape.plane() as isize, 1),
-                (shape.patch(), shape.plane(), shape.out_channels),
-                false,
-            );
-            col2im(shape, columns, input_grad);
-        }
-    };
+    })
+}
 
+/// The plain convolution's backward pass, given its input and weight and
+/// the gradient of its output.
+pub fn conv_backward(
+    shape: &ConvPoolShape,
+    input: &[f32],
+    weight: &[f32],
+    output_grad: &[f32],
+    want_input_grad: bool,
+) -> ConvPoolGrads {
+    assert!(
+        shape.conv_is_supported(),
+        "unsupported conv shape {shape:?}"
+    );
+    assert_eq!(input.len(), shape.input_len(), "input length");
+    assert_eq!(weight.len(), shape.weight_len(), "weight length");
+    assert_eq!(
+        output_grad.len(),
+        shape.conv_output_len(),
+        "output_grad length"
+    );
+    let per_image_in = shape.in_channels * shape.plane();
+    let per_image_out = shape.out_channels * shape.plane();
+    backward_jobs(shape, want_input_grad, |acc, image, input_grad| {
+        let range = |len: usize| image * len..(image + 1) * len;
+        let conv_grad = &output_grad[range(per_image_out)];
+        for (bias, plane) in acc
+            .bias
+            .iter_mut()
+            .zip(conv_grad.chunks_exact(shape.plane()))
+        {
+            *bias += plane.iter().sum::<f32>();
+        }
+        image_gradients(
+            shape,
+            weight,
+            &input[range(per_image_in)],
+            conv_grad,
+            &mut acc.scratch.columns,
+            &mut acc.weight,
+            input_grad,
+        );
+    })
+}
+
+/// Runs `per_image` over the batch in rayon jobs and sums their gradients.
+///
+/// Each job owns a run of images' input gradients (disjoint writes) and
+/// sums weight and bias gradients into its own accumulators, added up once
+/// at the end.
+fn backward_jobs<F>(shape: &ConvPoolShape, want_input_grad: bool, per_image: F) -> ConvPoolGrads
+where
+    F: Fn(&mut Accumulators, usize, Option<&mut [f32]>) + Sync,
+{
+    let per_image_in = shape.in_channels * shape.plane();
+    let mut input_grad = want_input_grad.then(|| vec![0.0f32; shape.input_len()]);
     let images = images_per_job(shape.batch);
     // One entry per job: its images' input gradients, when wanted.
     let job_grads: Vec<Option<&mut [f32]>> = match input_grad.as_mut() {
@@ -226,6 +318,40 @@ pub fn backward(
         input: input_grad,
         weight: totals.weight,
         bias: totals.bias,
+    }
+}
+
+/// One image's share of the weight gradient, added to `weight_grad`, and
+/// its input gradient when asked for, from the gradient of its convolution
+/// output. `columns` is scratch.
+fn image_gradients(
+    shape: &ConvPoolShape,
+    weight: &[f32],
+    image: &[f32],
+    conv_grad: &[f32],
+    columns: &mut [f32],
+    weight_grad: &mut [f32],
+    input_grad: Option<&mut [f32]>,
+) {
+    im2col(shape, image, columns);
+    // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
+    gemm_f32(
+        Matrix::row_major(weight_grad, shape.patch()),
+        (conv_grad, shape.plane() as isize, 1),
+        (columns, 1, shape.plane() as isize),
+        (shape.out_channels, shape.patch(), shape.plane()),
+        true,
+    );
+    if let Some(input_grad) = input_grad {
+        // columns_grad[k, p] = Σ_o weight[o, k] · conv_grad[o, p]
+        gemm_f32(
+            Matrix::row_major(columns, shape.plane()),
+            (weight, 1, shape.patch() as isize),
+            (conv_grad, shape.plane() as isize, 1),
+            (shape.patch(), shape.plane(), shape.out_channels),
+            false,
+        );
+        col2im(shape, columns, input_grad);
     }
 }
 
@@ -280,6 +406,14 @@ impl Accumulators {
 
 fn check_lengths(shape: &ConvPoolShape, input: &[f32], weight: &[f32], bias: &[f32]) {
     assert!(shape.is_supported(), "unsupported fused shape {shape:?}");
+    check_conv_lengths(shape, input, weight, bias);
+}
+
+fn check_conv_lengths(shape: &ConvPoolShape, input: &[f32], weight: &[f32], bias: &[f32]) {
+    assert!(
+        shape.conv_is_supported(),
+        "unsupported conv shape {shape:?}"
+    );
     assert_eq!(input.len(), shape.input_len(), "input length");
     assert_eq!(weight.len(), shape.weight_len(), "weight length");
     assert_eq!(bias.len(), shape.out_channels, "bias length");
@@ -671,6 +805,80 @@ mod tests {
         assert!(grads.weight.iter().any(|&g| g != 0.0));
 
         let without = backward(&s, &x, &w, &routes, &r, false);
+        assert!(without.input.is_none());
+        assert_eq!(without.weight, grads.weight);
+    }
+
+    #[test]
+    fn plain_convolution_matches_naive_loops_on_odd_planes() {
+        let s = ConvPoolShape {
+            batch: 3,
+            in_channels: 2,
+            out_channels: 4,
+            height: 5,
+            width: 7,
+            kernel: 5,
+        };
+        assert!(!s.is_supported() && s.conv_is_supported());
+        let x = pseudo_random(s.input_len(), 11);
+        let w = pseudo_random(s.weight_len(), 12);
+        let b = pseudo_random(s.out_channels, 13);
+        let got = conv_forward(&s, &x, &w, &b);
+        let expected = naive_conv(&s, &x, &w, &b);
+        assert_eq!(got.len(), expected.len());
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() < 1e-5, "{g} vs {e}");
+        }
+    }
+
+    /// The convolution is linear, so for L = Σ conv(x) · r the gradients
+    /// are exact: dL/db[o] = Σ r[o], and central differences of the naive
+    /// loops agree with the analytic input and weight gradients.
+    #[test]
+    fn plain_convolution_backward_matches_finite_differences() {
+        let s = ConvPoolShape {
+            batch: 2,
+            in_channels: 3,
+            out_channels: 2,
+            height: 3,
+            width: 5,
+            kernel: 3,
+        };
+        let x = pseudo_random(s.input_len(), 14);
+        let w = pseudo_random(s.weight_len(), 15);
+        let b = pseudo_random(s.out_channels, 16);
+        let r = pseudo_random(s.conv_output_len(), 17);
+        let loss = |x: &[f32], w: &[f32]| -> f64 {
+            let out = naive_conv(&s, x, w, &b);
+            out.iter().zip(&r).map(|(o, r)| (o * r) as f64).sum()
+        };
+        let grads = conv_backward(&s, &x, &w, &r, true);
+        let eps = 1e-2f32;
+        let check = |analytic: &[f32], v: &[f32], of_input: bool| {
+            for (i, a) in analytic.iter().enumerate() {
+                let mut plus = v.to_vec();
+                let mut minus = v.to_vec();
+                plus[i] += eps;
+                minus[i] -= eps;
+                let (lp, lm) = if of_input {
+                    (loss(&plus, &w), loss(&minus, &w))
+                } else {
+                    (loss(&x, &plus), loss(&x, &minus))
+                };
+                let numeric = ((lp - lm) / (2.0 * eps as f64)) as f32;
+                assert!((a - numeric).abs() < 1e-3, "element {i}: {a} vs {numeric}");
+            }
+        };
+        check(grads.input.as_ref().unwrap(), &x, true);
+        check(&grads.weight, &w, false);
+        let plane = s.height * s.width;
+        for o in 0..s.out_channels {
+            let expected: f32 = (0..s.batch)
+                .flat_map(|n| &r[(n * s.out_channels + o) * plane..][..plane])
+                .sum();
+            assert!((grads.bias[o] - expected).abs() < 1e-4);
+        }
+        let without = conv_backward(&s, &x, &w, &r, false);
         assert!(without.input.is_none());
         assert_eq!(without.weight, grads.weight);
     }

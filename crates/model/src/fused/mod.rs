@@ -1,8 +1,11 @@
-//! One fused operation, `relu(max_pool_2×2(conv2d(x)))`, the seed CNN's two
-//! feature layers, through Burn's backend-extension API.
+//! Two convolution layers with their own backward passes, through Burn's
+//! backend-extension API: `relu(max_pool_2×2(conv2d(x)))` as one fused
+//! operation, the seed CNN's two feature layers ([`conv_pool_relu`]), and a
+//! plain "same" convolution ([`conv_same`]), seed-plus's, where batch norm
+//! sits between the convolution and the pooling.
 //!
-//! The model calls [`conv_pool_relu`] with a tensor and never names a
-//! backend. Burn routes the call by the tensor's device:
+//! The models call them with a tensor and never name a backend. Burn routes
+//! each call by the tensor's device:
 //!
 //! - **flex** runs the host kernels in `host`: im2col + GEMM per image, with
 //!   bias, pooling and ReLU fused into the pass over the GEMM's output while
@@ -15,10 +18,14 @@
 //! - under **autodiff**, one graph node holds the whole layer, and its
 //!   backward pass calls the backend's fused gradient.
 //!
-//! The operation is defined only for what the seed CNN uses: stride 1,
-//! "same" padding (`kernel / 2`), an odd square kernel, a bias, and an
-//! even-sized input plane. [`conv_pool_relu`] falls back to the plain
-//! composition for anything else, so it is always correct to call.
+//! The operations are defined only for what these models use: stride 1,
+//! "same" padding (`kernel / 2`), an odd square kernel, a bias, and (for the
+//! pooling) an even-sized input plane. Both functions fall back to Burn's
+//! own layers for anything else, so they are always correct to call.
+//!
+//! The plain convolution gains on flex for the same reason as the fused
+//! layer: Burn differentiates a convolution through generic transposed
+//! convolutions, while here the backward pass is two GEMMs per image.
 //!
 //! This module is the one place in the crate that names backend types: the
 //! extension API needs an implementation per backend.
@@ -30,7 +37,7 @@
 pub mod host;
 
 use burn::backend::autodiff::{
-    Autodiff,
+    Autodiff, NodeId,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
@@ -63,6 +70,17 @@ pub trait ConvPoolOps: Backend {
     ) -> FloatTensor<Self> {
         composed_parts::<Self>(x, weight, bias).1
     }
+
+    /// `conv2d(x, weight, bias)` with stride 1 and padding `kernel / 2`.
+    /// The default is the backend's own convolution.
+    fn conv_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let options = conv_options(&weight);
+        Self::conv2d(x, weight, Some(bias), options)
+    }
 }
 
 /// The pieces a backend supplies so that [`Autodiff`] can differentiate
@@ -92,6 +110,20 @@ pub trait ConvPoolKernels: Backend {
     ) {
         composed_backward::<Self>(saved, output_grad, want_x)
     }
+
+    /// Gradients of [`ConvPoolOps::conv_same`] for input (when `want_x`),
+    /// weight and bias, given its inputs and the output's gradient.
+    fn conv_same_backward(
+        saved: ConvSaved<Self>,
+        output_grad: FloatTensor<Self>,
+        want_x: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        composed_conv_backward::<Self>(saved, output_grad, want_x)
+    }
 }
 
 /// What the forward pass keeps for the backward pass.
@@ -112,25 +144,23 @@ pub struct Saved<B: Backend> {
     pub output: FloatTensor<B>,
 }
 
+/// What [`ConvPoolOps::conv_same`] keeps for its backward pass: its inputs.
+#[derive(Debug, Clone)]
+pub struct ConvSaved<B: Backend> {
+    /// The layer's input.
+    pub x: FloatTensor<B>,
+    /// The convolution weight.
+    pub weight: FloatTensor<B>,
+    /// The convolution bias.
+    pub bias: FloatTensor<B>,
+}
+
 /// `relu(max_pool_2×2(conv(x)))` for a convolution layer of the seed CNN's
 /// kind, as one fused operation where the layer allows it (see the module
 /// documentation), else as the three operations.
 pub fn conv_pool_relu(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     let [_, _, height, width] = x.dims();
-    let [_, _, kh, kw] = conv.weight.dims();
-    let same_padding = matches!(
-        conv.padding,
-        PaddingConfig2d::Explicit(top, left, bottom, right)
-            if top == kh / 2 && bottom == kh / 2 && left == kw / 2 && right == kw / 2
-    );
-    let fusable = kh == kw
-        && kh % 2 == 1
-        && same_padding
-        && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && height.is_multiple_of(2)
-        && width.is_multiple_of(2);
+    let fusable = is_same_conv(conv) && height.is_multiple_of(2) && width.is_multiple_of(2);
     match (&conv.bias, fusable) {
         (Some(bias), true) => Tensor::from_dispatch(Dispatch::conv_pool_relu(
             x.into_dispatch(),
@@ -142,6 +172,37 @@ pub fn conv_pool_relu(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
             activation::relu(pool_2x2(y))
         }
     }
+}
+
+/// `conv.forward(x)` for a stride-1 "same" convolution with a bias, through
+/// [`ConvPoolOps::conv_same`] and its own backward pass; any other layer
+/// runs Burn's own.
+pub fn conv_same(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    match (&conv.bias, is_same_conv(conv)) {
+        (Some(bias), true) => Tensor::from_dispatch(Dispatch::conv_same(
+            x.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            bias.val().into_dispatch(),
+        )),
+        _ => conv.forward(x),
+    }
+}
+
+/// Stride 1, no dilation or groups, an odd square kernel and padding
+/// `kernel / 2` on every side: the output plane is the input's.
+fn is_same_conv(conv: &Conv2d) -> bool {
+    let [_, _, kh, kw] = conv.weight.dims();
+    let same_padding = matches!(
+        conv.padding,
+        PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == kh / 2 && bottom == kh / 2 && left == kw / 2 && right == kw / 2
+    );
+    kh == kw
+        && kh % 2 == 1
+        && same_padding
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
 }
 
 /// 2×2 max-pooling with stride 2, as the seed CNN's `pool` layer.
@@ -202,6 +263,15 @@ fn composed_backward<B: Backend>(
         indices,
     )
     .x_grad;
+    composed_conv_backward::<B>(ConvSaved { x, weight, bias }, conv_grad, want_x)
+}
+
+fn composed_conv_backward<B: Backend>(
+    saved: ConvSaved<B>,
+    conv_grad: FloatTensor<B>,
+    want_x: bool,
+) -> (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>) {
+    let ConvSaved { x, weight, bias } = saved;
     let options = conv_options(&weight);
     let x_grad = want_x.then(|| {
         B::conv2d_x_backward(
@@ -250,19 +320,51 @@ impl<B: ConvPoolKernels> Backward<B, 3> for ConvPoolReluBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [x_node, weight_node, bias_node] = ops.parents;
+        let parents = ops.parents.map(|node| node.map(|node| node.id));
         let output_grad = grads.consume::<B>(&ops.node);
         let (x_grad, weight_grad, bias_grad) =
-            B::conv_pool_relu_backward(ops.state, output_grad, x_node.is_some());
-        if let (Some(node), Some(grad)) = (x_node, x_grad) {
-            grads.register::<B>(node.id, grad);
-        }
-        if let Some(node) = weight_node {
-            grads.register::<B>(node.id, weight_grad);
-        }
-        if let Some(node) = bias_node {
-            grads.register::<B>(node.id, bias_grad);
-        }
+            B::conv_pool_relu_backward(ops.state, output_grad, parents[0].is_some());
+        register_grads::<B>(grads, parents, x_grad, weight_grad, bias_grad);
+    }
+}
+
+/// Hands a layer's gradients to the parents that track them.
+fn register_grads<B: Backend>(
+    grads: &mut Gradients,
+    [x, weight, bias]: [Option<NodeId>; 3],
+    x_grad: Option<FloatTensor<B>>,
+    weight_grad: FloatTensor<B>,
+    bias_grad: FloatTensor<B>,
+) {
+    if let (Some(id), Some(grad)) = (x, x_grad) {
+        grads.register::<B>(id, grad);
+    }
+    if let Some(id) = weight {
+        grads.register::<B>(id, weight_grad);
+    }
+    if let Some(id) = bias {
+        grads.register::<B>(id, bias_grad);
+    }
+}
+
+/// The plain convolution as one autodiff node.
+#[derive(Debug)]
+struct ConvSameBackward;
+
+impl<B: ConvPoolKernels> Backward<B, 3> for ConvSameBackward {
+    type State = ConvSaved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let parents = ops.parents.map(|node| node.map(|node| node.id));
+        let output_grad = grads.consume::<B>(&ops.node);
+        let (x_grad, weight_grad, bias_grad) =
+            B::conv_same_backward(ops.state, output_grad, parents[0].is_some());
+        register_grads::<B>(grads, parents, x_grad, weight_grad, bias_grad);
     }
 }
 
@@ -296,6 +398,30 @@ impl<B: ConvPoolOps + ConvPoolKernels, C: CheckpointStrategy> ConvPoolOps for Au
                 prep.finish(saved, output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::conv_pool_relu(x, weight, bias)),
+        }
+    }
+
+    fn conv_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let guards = [x.node(), weight.node(), bias.node()];
+        let (x, weight, bias) = (
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        match ConvSameBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = B::conv_same(x.clone(), weight.clone(), bias.clone());
+                prep.finish(ConvSaved { x, weight, bias }, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv_same(x, weight, bias)),
         }
     }
 }

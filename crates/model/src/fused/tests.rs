@@ -1,5 +1,6 @@
-//! The fused layer against Burn's own conv2d → max_pool2d → relu, on every
-//! compiled-in backend, forward and backward.
+//! The fused layer against Burn's own conv2d → max_pool2d → relu, and the
+//! plain convolution against Burn's conv2d, on every compiled-in backend,
+//! forward and backward.
 
 use super::*;
 use crate::backend::test_devices;
@@ -108,5 +109,71 @@ fn layers_the_fusion_does_not_cover_fall_back_to_the_plain_ops() {
         assert_eq!(out.dims(), [2, 2, 4, 4]);
         out.to_data()
             .assert_approx_eq::<f32>(&reference(x, &conv).to_data(), Tolerance::default());
+    }
+}
+
+/// Output and the three gradients of `Σ conv(x) · r`, through
+/// [`conv_same`] or Burn's own layer.
+fn run_conv(
+    x: &Tensor<4>,
+    conv: &Conv2d,
+    r: &Tensor<4>,
+    ours: bool,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<1>) {
+    let x = x.clone().require_grad();
+    let out = if ours {
+        conv_same(x.clone(), conv)
+    } else {
+        conv.forward(x.clone())
+    };
+    let grads = (out.clone() * r.clone()).sum().backward();
+    let bias = conv.bias.as_ref().expect("layer has a bias");
+    (
+        out.detach(),
+        x.grad(&grads).expect("input gradient"),
+        conv.weight.grad(&grads).expect("weight gradient"),
+        bias.grad(&grads).expect("bias gradient"),
+    )
+}
+
+#[test]
+fn plain_convolution_matches_burns_forward_and_backward() {
+    for (backend, device) in test_devices() {
+        let device = device.autodiff();
+        // seed-plus's two layers, an odd plane, a 1×1 kernel.
+        for (cin, cout, side, kernel) in
+            [(1, 16, 28, 5), (16, 32, 14, 5), (3, 4, 7, 3), (2, 3, 5, 1)]
+        {
+            let conv = layer(cin, cout, kernel, &device);
+            let x = Tensor::<4>::random([4, cin, side, side], Distribution::Default, &device);
+            let r = Tensor::<4>::random([4, cout, side, side], Distribution::Default, &device);
+            let ours = run_conv(&x, &conv, &r, true);
+            let plain = run_conv(&x, &conv, &r, false);
+            let what = format!("{} cin={cin} cout={cout} side={side}", backend.name());
+            let close = |a: Tensor<4>, b: Tensor<4>, tolerance: f32| {
+                a.to_data()
+                    .assert_approx_eq::<f32>(&b.to_data(), Tolerance::absolute(tolerance));
+            };
+            close(ours.0, plain.0, 2e-4);
+            close(ours.1.clone(), plain.1, 2e-4);
+            close(ours.2.clone(), plain.2, 5e-3);
+            ours.3
+                .to_data()
+                .assert_approx_eq::<f32>(&plain.3.to_data(), Tolerance::absolute(5e-3));
+            assert!(ours.2.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
+            assert!(ours.1.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
+        }
+    }
+}
+
+#[test]
+fn convolutions_that_are_not_same_padded_run_burns_own() {
+    for (_, device) in test_devices() {
+        let conv = Conv2dConfig::new([1, 2], [3, 3]).init(&device);
+        let x = Tensor::<4>::random([2, 1, 9, 9], Distribution::Default, &device);
+        let out = conv_same(x.clone(), &conv);
+        assert_eq!(out.dims(), [2, 2, 7, 7]);
+        out.to_data()
+            .assert_approx_eq::<f32>(&conv.forward(x).to_data(), Tolerance::default());
     }
 }
