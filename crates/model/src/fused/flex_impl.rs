@@ -4,8 +4,8 @@
 
 use super::host::{self, ConvPoolShape};
 use super::{
-    ConvPoolKernels, ConvPoolOps, ConvSaved, Saved, composed_backward, composed_conv_backward,
-    composed_parts, conv_options,
+    ConvPoolKernels, ConvPoolOps, ConvSaved, LayerGrads, Saved, composed_backward, composed_conv,
+    composed_conv_backward, composed_parts,
 };
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
@@ -27,13 +27,7 @@ impl ConvPoolOps for Flex {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let Some(shape) = conv_shape(&x, &weight) else {
-            let options = conv_options(&weight);
-            return <Self as burn::backend::ops::ModuleOps<Self>>::conv2d(
-                x,
-                weight,
-                Some(bias),
-                options,
-            );
+            return composed_conv::<Self>(x, weight, bias);
         };
         let (x, weight, bias) = (dense(x), dense(weight), dense(bias));
         let output = host::conv_forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
@@ -62,11 +56,7 @@ impl ConvPoolKernels for Flex {
         saved: Saved<Self>,
         output_grad: FloatTensor<Self>,
         want_x: bool,
-    ) -> (
-        Option<FloatTensor<Self>>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    ) {
+    ) -> LayerGrads<Self> {
         // Windows saved as anything but route bytes came from the composed
         // forward pass: differentiate them the same way.
         let (Some(shape), DType::U8) = (host_shape(&saved.x, &saved.weight), saved.windows.dtype())
@@ -87,22 +77,14 @@ impl ConvPoolKernels for Flex {
             f32s(&output_grad),
             want_x,
         );
-        (
-            grads.input.map(|g| tensor(g, x_shape)),
-            tensor(grads.weight, weight_shape),
-            tensor(grads.bias, Shape::new([shape.out_channels])),
-        )
+        grad_tensors(grads, x_shape, weight_shape)
     }
 
     fn conv_same_backward(
         saved: ConvSaved<Self>,
         output_grad: FloatTensor<Self>,
         want_x: bool,
-    ) -> (
-        Option<FloatTensor<Self>>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    ) {
+    ) -> LayerGrads<Self> {
         let (Some(shape), DType::F32) = (conv_shape(&saved.x, &saved.weight), output_grad.dtype())
         else {
             return composed_conv_backward::<Self>(saved, output_grad, want_x);
@@ -111,12 +93,22 @@ impl ConvPoolKernels for Flex {
         let (x, weight, output_grad) = (dense(saved.x), dense(saved.weight), dense(output_grad));
         let grads =
             host::conv_backward(&shape, f32s(&x), f32s(&weight), f32s(&output_grad), want_x);
-        (
-            grads.input.map(|g| tensor(g, x_shape)),
-            tensor(grads.weight, weight_shape),
-            tensor(grads.bias, Shape::new([shape.out_channels])),
-        )
+        grad_tensors(grads, x_shape, weight_shape)
     }
+}
+
+/// The host kernels' gradients as tensors of the input's and weight's shapes.
+fn grad_tensors(
+    grads: host::ConvPoolGrads,
+    x_shape: Shape,
+    weight_shape: Shape,
+) -> LayerGrads<Flex> {
+    let bias_shape = Shape::new([grads.bias.len()]);
+    (
+        grads.input.map(|g| tensor(g, x_shape)),
+        tensor(grads.weight, weight_shape),
+        tensor(grads.bias, bias_shape),
+    )
 }
 
 /// The convolution's shape, when both tensors are `f32` and the host

@@ -78,8 +78,7 @@ pub trait ConvPoolOps: Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let options = conv_options(&weight);
-        Self::conv2d(x, weight, Some(bias), options)
+        composed_conv::<Self>(x, weight, bias)
     }
 }
 
@@ -103,11 +102,7 @@ pub trait ConvPoolKernels: Backend {
         saved: Saved<Self>,
         output_grad: FloatTensor<Self>,
         want_x: bool,
-    ) -> (
-        Option<FloatTensor<Self>>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    ) {
+    ) -> LayerGrads<Self> {
         composed_backward::<Self>(saved, output_grad, want_x)
     }
 
@@ -117,14 +112,13 @@ pub trait ConvPoolKernels: Backend {
         saved: ConvSaved<Self>,
         output_grad: FloatTensor<Self>,
         want_x: bool,
-    ) -> (
-        Option<FloatTensor<Self>>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    ) {
+    ) -> LayerGrads<Self> {
         composed_conv_backward::<Self>(saved, output_grad, want_x)
     }
 }
+
+/// A layer's gradients: for its input (when asked for), weight and bias.
+pub type LayerGrads<B> = (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>);
 
 /// What the forward pass keeps for the backward pass.
 #[derive(Debug, Clone)]
@@ -218,13 +212,21 @@ fn conv_options(weight: &impl TensorMetadata) -> ConvOptions<2> {
     ConvOptions::new([1, 1], [kernel / 2, kernel / 2], [1, 1], 1)
 }
 
+fn composed_conv<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let options = conv_options(&weight);
+    B::conv2d(x, weight, Some(bias), options)
+}
+
 fn composed_parts<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let options = conv_options(&weight);
-    let conv = B::conv2d(x, weight, Some(bias), options);
+    let conv = composed_conv::<B>(x, weight, bias);
     let pooled = B::max_pool2d(conv.clone(), POOL, POOL, [0, 0], [1, 1], false);
     (conv, B::relu(pooled))
 }
@@ -233,7 +235,7 @@ fn composed_backward<B: Backend>(
     saved: Saved<B>,
     output_grad: FloatTensor<B>,
     want_x: bool,
-) -> (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>) {
+) -> LayerGrads<B> {
     let Saved {
         x,
         weight,
@@ -270,7 +272,7 @@ fn composed_conv_backward<B: Backend>(
     saved: ConvSaved<B>,
     conv_grad: FloatTensor<B>,
     want_x: bool,
-) -> (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>) {
+) -> LayerGrads<B> {
     let ConvSaved { x, weight, bias } = saved;
     let options = conv_options(&weight);
     let x_grad = want_x.then(|| {
@@ -322,9 +324,8 @@ impl<B: ConvPoolKernels> Backward<B, 3> for ConvPoolReluBackward {
     ) {
         let parents = ops.parents.map(|node| node.map(|node| node.id));
         let output_grad = grads.consume::<B>(&ops.node);
-        let (x_grad, weight_grad, bias_grad) =
-            B::conv_pool_relu_backward(ops.state, output_grad, parents[0].is_some());
-        register_grads::<B>(grads, parents, x_grad, weight_grad, bias_grad);
+        let layer_grads = B::conv_pool_relu_backward(ops.state, output_grad, parents[0].is_some());
+        register_grads::<B>(grads, parents, layer_grads);
     }
 }
 
@@ -332,9 +333,7 @@ impl<B: ConvPoolKernels> Backward<B, 3> for ConvPoolReluBackward {
 fn register_grads<B: Backend>(
     grads: &mut Gradients,
     [x, weight, bias]: [Option<NodeId>; 3],
-    x_grad: Option<FloatTensor<B>>,
-    weight_grad: FloatTensor<B>,
-    bias_grad: FloatTensor<B>,
+    (x_grad, weight_grad, bias_grad): LayerGrads<B>,
 ) {
     if let (Some(id), Some(grad)) = (x, x_grad) {
         grads.register::<B>(id, grad);
@@ -362,9 +361,8 @@ impl<B: ConvPoolKernels> Backward<B, 3> for ConvSameBackward {
     ) {
         let parents = ops.parents.map(|node| node.map(|node| node.id));
         let output_grad = grads.consume::<B>(&ops.node);
-        let (x_grad, weight_grad, bias_grad) =
-            B::conv_same_backward(ops.state, output_grad, parents[0].is_some());
-        register_grads::<B>(grads, parents, x_grad, weight_grad, bias_grad);
+        let layer_grads = B::conv_same_backward(ops.state, output_grad, parents[0].is_some());
+        register_grads::<B>(grads, parents, layer_grads);
     }
 }
 

@@ -5,7 +5,7 @@
 use super::*;
 use crate::backend::test_devices;
 use burn::nn::conv::Conv2dConfig;
-use burn::tensor::{Device, Distribution, Tolerance};
+use burn::tensor::{Device, Distribution, TensorData, Tolerance};
 
 fn layer(cin: usize, cout: usize, kernel: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([cin, cout], [kernel, kernel])
@@ -22,20 +22,18 @@ fn reference(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     activation::relu(pool_2x2(conv.forward(x)))
 }
 
-/// Output, input gradient, weight gradient and bias gradient of
-/// `Σ layer(x) · r` for a fixed random `r`.
+/// Output, input gradient, weight gradient and bias gradient.
+type Pass = (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<1>);
+
+/// The [`Pass`] of `Σ layer(x, conv) · r` for a fixed random `r`.
 fn run(
     x: &Tensor<4>,
     conv: &Conv2d,
     r: &Tensor<4>,
-    fused: bool,
-) -> (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<1>) {
+    layer: impl Fn(Tensor<4>, &Conv2d) -> Tensor<4>,
+) -> Pass {
     let x = x.clone().require_grad();
-    let out = if fused {
-        conv_pool_relu(x.clone(), conv)
-    } else {
-        reference(x.clone(), conv)
-    };
+    let out = layer(x.clone(), conv);
     let grads = (out.clone() * r.clone()).sum().backward();
     let bias = conv.bias.as_ref().expect("layer has a bias");
     (
@@ -44,6 +42,21 @@ fn run(
         conv.weight.grad(&grads).expect("weight gradient"),
         bias.grad(&grads).expect("bias gradient"),
     )
+}
+
+/// Ours and Burn's results of [`run`] agree: output and input gradient
+/// within 2e-4, weight and bias gradients within `param_tolerance`; and the
+/// gradients are not trivially zero.
+fn assert_agree(ours: Pass, plain: Pass, param_tolerance: f32, what: &str) {
+    let close = |a: TensorData, b: TensorData, tolerance: f32| {
+        a.assert_approx_eq::<f32>(&b, Tolerance::absolute(tolerance));
+    };
+    close(ours.0.to_data(), plain.0.to_data(), 2e-4);
+    close(ours.1.to_data(), plain.1.to_data(), 2e-4);
+    close(ours.2.to_data(), plain.2.to_data(), param_tolerance);
+    close(ours.3.to_data(), plain.3.to_data(), param_tolerance);
+    assert!(ours.2.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
+    assert!(ours.1.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
 }
 
 #[test]
@@ -60,29 +73,10 @@ fn fused_layer_matches_burns_ops_forward_and_backward() {
                 Distribution::Default,
                 &device,
             );
-            let fused = run(&x, &conv, &r, true);
-            let plain = run(&x, &conv, &r, false);
-            let tolerance = Tolerance::<f32>::absolute(2e-4);
+            let fused = run(&x, &conv, &r, conv_pool_relu);
+            let plain = run(&x, &conv, &r, reference);
             let what = format!("{} cin={cin} cout={cout} side={side}", backend.name());
-            fused
-                .0
-                .to_data()
-                .assert_approx_eq::<f32>(&plain.0.to_data(), tolerance);
-            fused
-                .1
-                .to_data()
-                .assert_approx_eq::<f32>(&plain.1.to_data(), tolerance);
-            fused
-                .2
-                .to_data()
-                .assert_approx_eq::<f32>(&plain.2.to_data(), Tolerance::absolute(2e-3));
-            fused
-                .3
-                .to_data()
-                .assert_approx_eq::<f32>(&plain.3.to_data(), Tolerance::absolute(2e-3));
-            // The gradients are not trivially zero.
-            assert!(fused.2.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
-            assert!(fused.1.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
+            assert_agree(fused, plain, 2e-3, &what);
         }
     }
 }
@@ -112,30 +106,6 @@ fn layers_the_fusion_does_not_cover_fall_back_to_the_plain_ops() {
     }
 }
 
-/// Output and the three gradients of `Σ conv(x) · r`, through
-/// [`conv_same`] or Burn's own layer.
-fn run_conv(
-    x: &Tensor<4>,
-    conv: &Conv2d,
-    r: &Tensor<4>,
-    ours: bool,
-) -> (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<1>) {
-    let x = x.clone().require_grad();
-    let out = if ours {
-        conv_same(x.clone(), conv)
-    } else {
-        conv.forward(x.clone())
-    };
-    let grads = (out.clone() * r.clone()).sum().backward();
-    let bias = conv.bias.as_ref().expect("layer has a bias");
-    (
-        out.detach(),
-        x.grad(&grads).expect("input gradient"),
-        conv.weight.grad(&grads).expect("weight gradient"),
-        bias.grad(&grads).expect("bias gradient"),
-    )
-}
-
 #[test]
 fn plain_convolution_matches_burns_forward_and_backward() {
     for (backend, device) in test_devices() {
@@ -147,21 +117,10 @@ fn plain_convolution_matches_burns_forward_and_backward() {
             let conv = layer(cin, cout, kernel, &device);
             let x = Tensor::<4>::random([4, cin, side, side], Distribution::Default, &device);
             let r = Tensor::<4>::random([4, cout, side, side], Distribution::Default, &device);
-            let ours = run_conv(&x, &conv, &r, true);
-            let plain = run_conv(&x, &conv, &r, false);
+            let ours = run(&x, &conv, &r, conv_same);
+            let plain = run(&x, &conv, &r, |x, conv| conv.forward(x));
             let what = format!("{} cin={cin} cout={cout} side={side}", backend.name());
-            let close = |a: Tensor<4>, b: Tensor<4>, tolerance: f32| {
-                a.to_data()
-                    .assert_approx_eq::<f32>(&b.to_data(), Tolerance::absolute(tolerance));
-            };
-            close(ours.0, plain.0, 2e-4);
-            close(ours.1.clone(), plain.1, 2e-4);
-            close(ours.2.clone(), plain.2, 5e-3);
-            ours.3
-                .to_data()
-                .assert_approx_eq::<f32>(&plain.3.to_data(), Tolerance::absolute(5e-3));
-            assert!(ours.2.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
-            assert!(ours.1.abs().sum().into_scalar::<f32>() > 0.0, "{what}");
+            assert_agree(ours, plain, 5e-3, &what);
         }
     }
 }
