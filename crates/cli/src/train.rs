@@ -268,34 +268,45 @@ impl Trainer<'_> {
             let order = epoch_order(train.len(), hyper.seed, epoch);
             let batches = Batches::new(train, order, hyper.batch_size, self.normalizer.clone())
                 .augmented(augmentation, hyper.seed, epoch);
-            for (step, batch) in batches.enumerate() {
-                let lr = schedule.lr(epoch, step);
-                let batch = batch.to_device(&device);
-                let loss = loss_fn.forward(model.forward(batch.images), batch.targets);
-                let loss_value = f64::from(loss.clone().into_scalar::<f32>());
-                if !loss_value.is_finite() {
-                    bail!(self.diverged(epoch, step, loss_value, lr, state));
+            // Two batches ahead keep the device fed while the host augments.
+            model = batches.prefetch(2, |batches| -> Result<Network> {
+                let mut model = model;
+                for (step, batch) in batches.enumerate() {
+                    let lr = schedule.lr(epoch, step);
+                    let batch = batch.to_device(&device);
+                    let loss = loss_fn.forward(model.forward(batch.images), batch.targets);
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    model = optim.step(lr, model, grads);
+                    if let Some(ema) = &mut ema {
+                        ema.update(&model);
+                    }
+                    // Read the loss only once the whole step is queued: on an
+                    // asynchronous device (CUDA) the read waits for the device,
+                    // and reading before `backward` kept the host from queueing
+                    // the rest of the step while the forward pass ran. A
+                    // diverged step is still caught at once; its update is
+                    // never saved (checkpoints are whole epochs).
+                    let loss_value = f64::from(loss.into_scalar::<f32>());
+                    if !loss_value.is_finite() {
+                        bail!(self.diverged(epoch, step, loss_value, lr, state));
+                    }
+                    loss_sum += loss_value;
+                    bar.inc(1);
+                    if (step + 1) % log_every == 0 {
+                        bar.suspend(|| {
+                            println!(
+                                "Epoch [{}/{}], Step [{}/{}], Loss: {:.6}",
+                                epoch + 1,
+                                hyper.epochs,
+                                step + 1,
+                                steps,
+                                loss_value
+                            )
+                        });
+                    }
                 }
-                loss_sum += loss_value;
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(lr, model, grads);
-                if let Some(ema) = &mut ema {
-                    ema.update(&model);
-                }
-                bar.inc(1);
-                if (step + 1) % log_every == 0 {
-                    bar.suspend(|| {
-                        println!(
-                            "Epoch [{}/{}], Step [{}/{}], Loss: {:.6}",
-                            epoch + 1,
-                            hyper.epochs,
-                            step + 1,
-                            steps,
-                            loss_value
-                        )
-                    });
-                }
-            }
+                Ok(model)
+            })?;
             bar.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64();
             state.train_seconds += seconds;

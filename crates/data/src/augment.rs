@@ -141,19 +141,50 @@ impl Affine {
 }
 
 /// The image at a fractional position, black outside.
+///
+/// Integer indexing with one bounds test for the common case (all four
+/// neighbours inside): the same arithmetic on the same values as reading
+/// each neighbour through a bounds check, about twice as fast.
 fn bilinear(image: &[u8], rows: usize, cols: usize, x: f32, y: f32) -> f32 {
-    let x0 = x.floor();
-    let y0 = y.floor();
-    let (fx, fy) = (x - x0, y - y0);
-    let pixel = |xi: f32, yi: f32| -> f32 {
-        if xi < 0.0 || yi < 0.0 || xi >= cols as f32 || yi >= rows as f32 {
-            0.0
-        } else {
-            f32::from(image[yi as usize * cols + xi as usize])
-        }
+    // All four neighbours outside (or a non-finite position): black.
+    if !(x >= -1.0 && y >= -1.0 && x < cols as f32 && y < rows as f32) {
+        return 0.0;
+    }
+    // `floor` by truncation: `f32::floor` is a libm call on baseline x86-64
+    // and took a quarter of the time; in this range both are exact.
+    let floor = |v: f32| {
+        let t = v as isize;
+        if t as f32 > v { t - 1 } else { t }
     };
-    let top = pixel(x0, y0) * (1.0 - fx) + pixel(x0 + 1.0, y0) * fx;
-    let bottom = pixel(x0, y0 + 1.0) * (1.0 - fx) + pixel(x0 + 1.0, y0 + 1.0) * fx;
+    let (xi, yi) = (floor(x), floor(y));
+    let (fx, fy) = (x - xi as f32, y - yi as f32);
+    let (w, h) = (cols as isize, rows as isize);
+    let [p00, p10, p01, p11] = if xi >= 0 && yi >= 0 && xi + 1 < w && yi + 1 < h {
+        let at = yi as usize * cols + xi as usize;
+        [
+            image[at],
+            image[at + 1],
+            image[at + cols],
+            image[at + cols + 1],
+        ]
+        .map(f32::from)
+    } else {
+        let pixel = |x: isize, y: isize| -> f32 {
+            if x < 0 || y < 0 || x >= w || y >= h {
+                0.0
+            } else {
+                f32::from(image[y as usize * cols + x as usize])
+            }
+        };
+        [
+            pixel(xi, yi),
+            pixel(xi + 1, yi),
+            pixel(xi, yi + 1),
+            pixel(xi + 1, yi + 1),
+        ]
+    };
+    let top = p00 * (1.0 - fx) + p10 * fx;
+    let bottom = p01 * (1.0 - fx) + p11 * fx;
     top * (1.0 - fy) + bottom * fy
 }
 
@@ -263,6 +294,51 @@ mod tests {
         let out = augmented(&aug, &[255u8; 784], 5);
         let black = out.iter().filter(|&&v| v == 0.0).count();
         assert!((1..=(784 * 15 / 100 + 28)).contains(&black), "{black}");
+    }
+
+    /// Bilinear interpolation as defined: each neighbour read through its
+    /// own bounds check.
+    fn reference_bilinear(image: &[u8], rows: usize, cols: usize, x: f32, y: f32) -> f32 {
+        let x0 = x.floor();
+        let y0 = y.floor();
+        let (fx, fy) = (x - x0, y - y0);
+        let pixel = |xi: f32, yi: f32| -> f32 {
+            if xi < 0.0 || yi < 0.0 || xi >= cols as f32 || yi >= rows as f32 {
+                0.0
+            } else {
+                f32::from(image[yi as usize * cols + xi as usize])
+            }
+        };
+        let top = pixel(x0, y0) * (1.0 - fx) + pixel(x0 + 1.0, y0) * fx;
+        let bottom = pixel(x0, y0 + 1.0) * (1.0 - fx) + pixel(x0 + 1.0, y0 + 1.0) * fx;
+        top * (1.0 - fy) + bottom * fy
+    }
+
+    #[test]
+    fn fast_bilinear_matches_the_definition_bit_for_bit() {
+        // A non-square image, so swapped rows and columns would show.
+        let (rows, cols) = (7, 11);
+        let image: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 256) as u8).collect();
+        let mut rng = Augmentation::rng(1, 0, 0);
+        // Positions inside, on the edges, just outside and far outside.
+        for _ in 0..20_000 {
+            let x = rng.random_range(-3.0f32..14.0);
+            let y = rng.random_range(-3.0f32..10.0);
+            let (fast, slow) = (
+                bilinear(&image, rows, cols, x, y),
+                reference_bilinear(&image, rows, cols, x, y),
+            );
+            assert_eq!(fast.to_bits(), slow.to_bits(), "at ({x}, {y})");
+        }
+        for (x, y) in [(-1.0, -1.0), (10.0, 6.0), (10.5, 6.5), (-0.5, 3.0)] {
+            let (fast, slow) = (
+                bilinear(&image, rows, cols, x, y),
+                reference_bilinear(&image, rows, cols, x, y),
+            );
+            assert_eq!(fast.to_bits(), slow.to_bits(), "at ({x}, {y})");
+        }
+        // Where the definition would give NaN, the image reads black.
+        assert_eq!(bilinear(&image, rows, cols, f32::NAN, 1.0), 0.0);
     }
 
     #[test]

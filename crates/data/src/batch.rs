@@ -132,6 +132,30 @@ impl<'a> Batches<'a> {
         Self::new(split, (0..split.len()).collect(), batch_size, normalizer)
     }
 
+    /// Run `consume` on these batches while a background thread prepares
+    /// them up to `depth` ahead.
+    ///
+    /// Augmenting a batch costs the host about 1.5 ms (`cargo bench -p
+    /// mnist-data`); prepared ahead, that work overlaps the device's step
+    /// instead of adding to it. The batches and their order are exactly the
+    /// sequential iterator's. If `consume` returns early the preparation
+    /// stops; a panic while preparing is re-raised here, never taken for the
+    /// end of the epoch.
+    pub fn prefetch<R>(self, depth: usize, consume: impl FnOnce(Prefetched) -> R) -> R {
+        std::thread::scope(|scope| {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(depth);
+            scope.spawn(move || {
+                for batch in self {
+                    // The consumer finished early: nothing more to prepare.
+                    if sender.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            consume(Prefetched { receiver })
+        })
+    }
+
     /// Number of batches in a full pass.
     pub fn count(len: usize, batch_size: usize) -> usize {
         len.div_ceil(batch_size)
@@ -177,6 +201,20 @@ impl Iterator for Batches<'_> {
             rows: self.split.rows,
             cols: self.split.cols,
         })
+    }
+}
+
+/// Batches prepared on a background thread: see [`Batches::prefetch`].
+#[derive(Debug)]
+pub struct Prefetched {
+    receiver: std::sync::mpsc::Receiver<HostBatch>,
+}
+
+impl Iterator for Prefetched {
+    type Item = HostBatch;
+
+    fn next(&mut self) -> Option<HostBatch> {
+        self.receiver.recv().ok()
     }
 }
 
@@ -298,6 +336,41 @@ mod tests {
             .next()
             .unwrap();
         assert_eq!(none, plain);
+    }
+
+    #[test]
+    fn prefetched_batches_are_the_sequential_ones() {
+        let s = Split {
+            pixels: (0..50 * 784).map(|i| ((i * 13) % 256) as u8).collect(),
+            labels: (0..50).map(|i| (i % 10) as u8).collect(),
+            rows: 28,
+            cols: 28,
+        };
+        let aug = Augmentation {
+            rotation_degrees: 10.0,
+            erase_probability: 0.5,
+            ..Augmentation::none()
+        };
+        let batches = || {
+            Batches::new(&s, epoch_order(50, 3, 2), 8, Normalizer::new(0.1, 0.3))
+                .augmented(aug, 3, 2)
+        };
+        let sequential: Vec<HostBatch> = batches().collect();
+        for depth in [0, 1, 4] {
+            let prefetched: Vec<HostBatch> = batches().prefetch(depth, |b| b.collect());
+            assert_eq!(prefetched, sequential, "depth {depth}");
+        }
+        assert_eq!(sequential.len(), 7);
+    }
+
+    #[test]
+    fn stopping_early_ends_the_preparation() {
+        let s = split(1000);
+        let first_two: Vec<Vec<i64>> = Batches::sequential(&s, 10, Normalizer::new(0.0, 1.0))
+            .prefetch(1, |b| b.take(2).map(|b| b.labels).collect());
+        // Returning at all shows the producer stopped: the scope joins it.
+        assert_eq!(first_two.len(), 2);
+        assert_eq!(first_two[1][0], 0); // image 10's label
     }
 
     #[cfg(feature = "burn")]

@@ -29,6 +29,6 @@ pub mod idx;
 pub use augment::Augmentation;
 #[cfg(feature = "burn")]
 pub use batch::Batch;
-pub use batch::{Batches, HostBatch, Normalizer, epoch_order};
+pub use batch::{Batches, HostBatch, Normalizer, Prefetched, epoch_order};
 pub use dataset::{DataSplits, Dataset, NUM_CLASSES, Split, load, resolve_data_dir};
 pub use error::DataError;
