@@ -147,17 +147,67 @@ pub struct AugmentParams {
     pub squeeze: f32,
     /// Probability of erasing a rectangle.
     pub erase: f32,
+    /// Whose draws: the ranges above, or the HVC paper's own pipeline.
+    pub policy: AugmentPolicy,
+}
+
+/// How training images are augmented (`--augment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugmentPolicy {
+    /// Uniform draws from --rotate, --translate, --scale, --squeeze, --erase.
+    #[default]
+    Ranges,
+    /// The HVC paper authors' pipeline: rotation ~N(0, 10°) on half the
+    /// images, shifts within the digit's margins, a 1–7 px width squeeze and
+    /// one 4×4 erased patch (docs/models.md); takes no range flags.
+    HvcPaper,
 }
 
 impl AugmentParams {
     /// The data crate's augmentation.
-    pub fn augmentation(&self) -> mnist_data::Augmentation {
+    pub fn augmentation(&self) -> mnist_data::Augment {
+        match self.policy {
+            AugmentPolicy::Ranges => self.ranges().into(),
+            AugmentPolicy::HvcPaper => mnist_data::Augment::HvcPaper,
+        }
+    }
+
+    /// The range flags' values.
+    fn ranges(&self) -> mnist_data::Augmentation {
         mnist_data::Augmentation {
             rotation_degrees: self.rotate,
             translate_pixels: self.translate,
             scale: self.scale,
             width_squeeze: self.squeeze,
             erase_probability: self.erase,
+        }
+    }
+
+    /// Say which setting is out of range or does not fit the policy.
+    fn validate(&self) -> Result<()> {
+        let ranges = self.ranges();
+        match self.policy {
+            AugmentPolicy::Ranges => ranges.validate().map_err(|e| {
+                anyhow::anyhow!("{e} (see --rotate, --translate, --scale, --squeeze, --erase)")
+            }),
+            AugmentPolicy::HvcPaper if !ranges.is_identity() => bail!(
+                "--augment hvc-paper draws its own rotation, shift, squeeze and erasing; \
+                 leave out --rotate, --translate, --scale, --squeeze and --erase"
+            ),
+            AugmentPolicy::HvcPaper => Ok(()),
+        }
+    }
+
+    /// How the report names it: the ranges, or the policy.
+    fn describe(&self) -> Option<String> {
+        match self.policy {
+            AugmentPolicy::HvcPaper => Some("hvc-paper".into()),
+            AugmentPolicy::Ranges if self.ranges().is_identity() => None,
+            AugmentPolicy::Ranges => Some(format!(
+                "(rotate=±{}°, translate=±{}px, scale=±{}, squeeze={}, erase={})",
+                self.rotate, self.translate, self.scale, self.squeeze, self.erase
+            )),
         }
     }
 }
@@ -217,6 +267,7 @@ impl Recipe {
                     scale: 0.1,
                     squeeze: 0.0,
                     erase: 0.0,
+                    policy: AugmentPolicy::Ranges,
                 },
                 ..notebook
             },
@@ -236,6 +287,7 @@ impl Recipe {
                     scale: 0.0,
                     squeeze: 0.2,
                     erase: 0.5,
+                    policy: AugmentPolicy::Ranges,
                 },
                 ..notebook
             },
@@ -298,6 +350,11 @@ pub struct TrainFlags {
     /// Augmentation: probability of erasing a random rectangle [notebook: 0].
     #[arg(long, allow_negative_numbers = true)]
     pub erase: Option<f32>,
+    /// Augmentation policy: `ranges` draws from the five flags above;
+    /// `hvc-paper` is the HVC authors' own pipeline and replaces them
+    /// [default: ranges].
+    #[arg(long, value_enum)]
+    pub augment: Option<AugmentPolicy>,
     /// Seed of weights, shuffling, augmentation and dropout [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -323,6 +380,18 @@ impl TrainFlags {
         set(&mut h.warmup_epochs, &self.warmup_epochs);
         set(&mut h.label_smoothing, &self.label_smoothing);
         set(&mut h.ema_decay, &self.ema);
+        if let Some(policy) = self.augment {
+            // A policy replaces the recipe's augmentation; range flags given
+            // with hvc-paper are then refused by `validate`.
+            h.augment = AugmentParams {
+                policy,
+                ..if policy == AugmentPolicy::Ranges {
+                    h.augment
+                } else {
+                    AugmentParams::default()
+                }
+            };
+        }
         set(&mut h.augment.rotate, &self.rotate);
         set(&mut h.augment.translate, &self.translate);
         set(&mut h.augment.scale, &self.scale);
@@ -376,9 +445,7 @@ impl HyperParams {
         self.model_kind()?;
         self.optimizer_kind()?;
         self.schedule_kind(1)?;
-        self.augment.augmentation().validate().map_err(|e| {
-            anyhow::anyhow!("{e} (see --rotate, --translate, --scale, --squeeze, --erase)")
-        })?;
+        self.augment.validate()?;
         Ok(())
     }
 
@@ -445,12 +512,8 @@ impl HyperParams {
         if self.ema_decay > 0.0 {
             line += &format!(", weight_ema={}", self.ema_decay);
         }
-        let a = &self.augment;
-        if !a.augmentation().is_identity() {
-            line += &format!(
-                ", augmentation=(rotate=±{}°, translate=±{}px, scale=±{}, squeeze={}, erase={})",
-                a.rotate, a.translate, a.scale, a.squeeze, a.erase
-            );
+        if let Some(augmentation) = self.augment.describe() {
+            line += &format!(", augmentation={augmentation}");
         }
         line
     }
@@ -500,6 +563,29 @@ mod tests {
         for recipe in [Recipe::Notebook, Recipe::SeedPlus, Recipe::Hvc] {
             recipe.hyper_params().validate().unwrap();
         }
+    }
+
+    #[test]
+    fn the_hvc_paper_policy_replaces_the_recipes_ranges() {
+        let h = parse(&["--recipe", "hvc", "--augment", "hvc-paper"]);
+        assert_eq!(h.augment.policy, AugmentPolicy::HvcPaper);
+        assert_eq!(h.augment.augmentation(), mnist_data::Augment::HvcPaper);
+        h.validate().unwrap();
+        assert!(
+            h.describe().contains("augmentation=hvc-paper"),
+            "{}",
+            h.describe()
+        );
+        // Range flags beside it are refused, not silently ignored.
+        let mixed = parse(&["--recipe", "hvc", "--augment", "hvc-paper", "--rotate", "5"]);
+        let err = mixed.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--augment hvc-paper") && err.contains("--rotate"),
+            "{err}"
+        );
+        // `ranges` keeps the recipe's ranges.
+        let ranges = parse(&["--recipe", "hvc", "--augment", "ranges"]);
+        assert_eq!(ranges.augment, Recipe::Hvc.hyper_params().augment);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::hvc_paper::HvcPaperAugmentation;
+
 /// How strongly to augment; [`Augmentation::none`] leaves images untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Augmentation {
@@ -108,6 +110,60 @@ impl Augmentation {
             shift,
         }
     }
+}
+
+/// What happens to each training image: draws from configurable ranges, or
+/// the HVC paper's own augmentation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Augment {
+    /// Uniform draws from the given ranges (`Augmentation::none()`: nothing).
+    Ranges(Augmentation),
+    /// The HVC authors' pipeline; see [`crate::hvc_paper`].
+    HvcPaper,
+}
+
+impl Augment {
+    /// Whether every image passes through unchanged.
+    pub fn is_identity(&self) -> bool {
+        match self {
+            Augment::Ranges(ranges) => ranges.is_identity(),
+            Augment::HvcPaper => false,
+        }
+    }
+
+    /// Write the augmented grey levels of `image` to `out`; see
+    /// [`Augmentation::apply`].
+    pub fn apply(
+        &self,
+        image: &[u8],
+        rows: usize,
+        cols: usize,
+        rng: &mut impl Rng,
+        out: &mut [f32],
+    ) {
+        match self {
+            Augment::Ranges(ranges) => ranges.apply(image, rows, cols, rng, out),
+            Augment::HvcPaper => HvcPaperAugmentation.apply(image, rows, cols, rng, out),
+        }
+    }
+}
+
+impl From<Augmentation> for Augment {
+    fn from(ranges: Augmentation) -> Self {
+        Augment::Ranges(ranges)
+    }
+}
+
+/// Rotate `image` by `angle` radians about its centre into `out` (bilinear,
+/// black outside).
+pub(crate) fn rotate(image: &[u8], rows: usize, cols: usize, angle: f32, out: &mut [f32]) {
+    Affine {
+        angle,
+        scale_x: 1.0,
+        scale_y: 1.0,
+        shift: [0.0, 0.0],
+    }
+    .resample(image, rows, cols, out);
 }
 
 /// Rotate by `angle`, scale, then shift, about the image centre.

@@ -5,7 +5,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::augment::Augmentation;
+use crate::augment::{Augment, Augmentation};
 use crate::dataset::Split;
 
 /// `ToTensor()` then `Normalize(mean, std)`: `(x / 255 − mean) / std` in f32,
@@ -88,7 +88,7 @@ pub struct Batches<'a> {
 /// Augmentation of one epoch's images, seeded by the run.
 #[derive(Debug, Clone, Copy)]
 struct EpochAugmentation {
-    augmentation: Augmentation,
+    augmentation: Augment,
     seed: u64,
     epoch: usize,
 }
@@ -116,7 +116,8 @@ impl<'a> Batches<'a> {
     }
 
     /// Augment every image, with draws decided by `(seed, epoch, image index)`.
-    pub fn augmented(mut self, augmentation: Augmentation, seed: u64, epoch: usize) -> Self {
+    pub fn augmented(mut self, augmentation: impl Into<Augment>, seed: u64, epoch: usize) -> Self {
+        let augmentation = augmentation.into();
         if !augmentation.is_identity() {
             self.augmentation = Some(EpochAugmentation {
                 augmentation,
@@ -330,6 +331,17 @@ mod tests {
         assert_ne!(a.pixels, plain.pixels);
         assert_eq!(a, batch(0), "same seed and epoch, same images");
         assert_ne!(a.pixels, b.pixels, "each epoch draws new transforms");
+        // The HVC authors' pipeline goes through the same path.
+        let paper = |epoch| {
+            Batches::sequential(&s, 4, norm.clone())
+                .augmented(Augment::HvcPaper, 9, epoch)
+                .next()
+                .unwrap()
+        };
+        assert_eq!(paper(0).labels, plain.labels);
+        assert_ne!(paper(0).pixels, plain.pixels);
+        assert_eq!(paper(0), paper(0));
+        assert_ne!(paper(0).pixels, paper(1).pixels);
         // No augmentation at all is the plain path, bit for bit.
         let none = Batches::sequential(&s, 4, norm.clone())
             .augmented(Augmentation::none(), 9, 0)

@@ -5,6 +5,7 @@
 //! - [`dataset`]: MNIST and Fashion-MNIST — files, checksums, class names,
 //!   normalisation constants — and loading them from a directory;
 //! - [`augment`]: seeded random affine transforms and erasing for training;
+//! - [`hvc_paper`]: the HVC paper's own training augmentation;
 //! - [`batch`]: per-epoch seeded shuffling, normalisation and mini-batches
 //!   (as Burn tensors with the `burn` feature);
 //! - [`digit`]: a user's own digit picture prepared as MNIST prepared its
@@ -24,11 +25,13 @@ pub mod dataset;
 pub mod digit;
 mod error;
 pub mod fetch;
+pub mod hvc_paper;
 pub mod idx;
 
-pub use augment::Augmentation;
+pub use augment::{Augment, Augmentation};
 #[cfg(feature = "burn")]
 pub use batch::Batch;
 pub use batch::{Batches, HostBatch, Normalizer, Prefetched, epoch_order};
 pub use dataset::{DataSplits, Dataset, NUM_CLASSES, Split, load, resolve_data_dir};
 pub use error::DataError;
+pub use hvc_paper::HvcPaperAugmentation;
