@@ -14,8 +14,11 @@
 # Usage: bench/gpu_hvc_chunk.sh DIR OUT SECONDS
 # Sizes: the binary 23 MB, MNIST 11 MB and one HVC checkpoint 24 MB, so DIR
 # fits the device tool's 64 MiB carry limit with nothing else in it.
-# DEVICE (default cuda:0) and EXTRA (e.g. a --train-limit) let it be tried
-# on a CPU first.
+# AUGMENT picks the first lease's augmentation policy: hvc-paper (default,
+# the authors' own pipeline, as the paper trained) or ranges (the recipe's
+# uniform ranges, as the compressed 99.50% runs used). Later leases resume
+# with the run's own settings. DEVICE (default cuda:0) and EXTRA (e.g. a
+# --train-limit) let it be tried on a CPU first.
 set -uo pipefail
 files=(model.safetensors ema.safetensors optimizer.bpk state.json)
 
@@ -31,7 +34,7 @@ if [ "${1:-}" = --restore ]; then
 fi
 
 dir=$1 out=$2 budget=$3
-device=${DEVICE:-cuda:0} extra=${EXTRA:-}
+device=${DEVICE:-cuda:0} extra=${EXTRA:-} augment=${AUGMENT:-hvc-paper}
 started=$SECONDS
 if [[ $device == cuda* ]]; then
     torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') || exit 1
@@ -48,8 +51,8 @@ minutes=$(python3 -c "print(max(0.0, ($budget - ($SECONDS - $started) - 60) / 60
 if [ -d "$run/checkpoints" ]; then
     "$mnist" train --resume "$run" --time-limit "$minutes"
 else
-    "$mnist" train --recipe hvc --backend tch --device "$device" --out "$run" \
-        --time-limit "$minutes" $extra
+    "$mnist" train --recipe hvc --augment "$augment" --backend tch --device "$device" \
+        --out "$run" --time-limit "$minutes" $extra
 fi 2>&1 | grep -vE "Step \[" | tee "$out/hvc.log"
 
 last=$(ls -d "$run"/checkpoints/epoch-* 2>/dev/null | tail -1)
