@@ -200,7 +200,7 @@ impl AugmentParams {
     }
 
     /// How the report names it: the ranges, or the policy.
-    fn describe(&self) -> Option<String> {
+    pub fn describe(&self) -> Option<String> {
         match self.policy {
             AugmentPolicy::HvcPaper => Some("hvc-paper".into()),
             AugmentPolicy::Ranges if self.ranges().is_identity() => None,

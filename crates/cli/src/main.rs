@@ -7,6 +7,7 @@
 // Tests may unwrap: a panic there is a failing test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod augment;
 mod bench;
 mod checkpoint;
 mod config;
@@ -45,6 +46,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify your own digit pictures (PNG, JPEG) with trained weights.
     Predict(predict::PredictArgs),
+    /// Draw training images beside their augmented versions (PNG), for the
+    /// same flags as `train`.
+    Augment(augment::AugmentArgs),
     /// Print a model's architecture and parameter count.
     Summary {
         /// seed, seed-plus or hvc.
@@ -78,6 +82,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Augment(args) => augment::run(args),
         Command::Summary { model } => {
             let kind = ModelKind::from_name(&model).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
             let backend = BackendKind::default_cpu()

@@ -10,6 +10,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::dataset::Split;
 use crate::hvc_paper::HvcPaperAugmentation;
 
 /// How strongly to augment; [`Augmentation::none`] leaves images untouched.
@@ -145,6 +146,30 @@ impl Augment {
             Augment::Ranges(ranges) => ranges.apply(image, rows, cols, rng, out),
             Augment::HvcPaper => HvcPaperAugmentation.apply(image, rows, cols, rng, out),
         }
+    }
+}
+
+impl Augment {
+    /// Image `index` of `split` as epoch `epoch` of a run seeded `seed`
+    /// augments it: grey levels in 0–255, exactly what training sees before
+    /// normalisation.
+    pub fn image_levels(&self, split: &Split, index: usize, seed: u64, epoch: usize) -> Vec<f32> {
+        let mut levels = vec![0.0; split.rows * split.cols];
+        self.apply_to(split, index, seed, epoch, &mut levels);
+        levels
+    }
+
+    /// [`Augment::image_levels`] into a buffer of `rows × cols`.
+    pub(crate) fn apply_to(
+        &self,
+        split: &Split,
+        index: usize,
+        seed: u64,
+        epoch: usize,
+        levels: &mut [f32],
+    ) {
+        let mut rng = Augmentation::rng(seed, epoch, index);
+        self.apply(split.image(index), split.rows, split.cols, &mut rng, levels);
     }
 }
 

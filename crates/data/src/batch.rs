@@ -5,7 +5,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::augment::{Augment, Augmentation};
+use crate::augment::Augment;
 use crate::dataset::Split;
 
 /// `ToTensor()` then `Normalize(mean, std)`: `(x / 255 − mean) / std` in f32,
@@ -184,10 +184,8 @@ impl Iterator for Batches<'_> {
             Some(aug) => {
                 let mut levels = vec![0.0; image_size];
                 for &i in indices {
-                    let mut rng = Augmentation::rng(aug.seed, aug.epoch, i);
-                    let (rows, cols) = (self.split.rows, self.split.cols);
                     aug.augmentation
-                        .apply(self.split.image(i), rows, cols, &mut rng, &mut levels);
+                        .apply_to(self.split, i, aug.seed, aug.epoch, &mut levels);
                     pixels.extend(levels.iter().map(|&v| self.normalizer.apply_level(v)));
                 }
             }
@@ -252,6 +250,7 @@ pub use tensors::Batch;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::augment::Augmentation;
 
     fn split(n: usize) -> Split {
         Split {

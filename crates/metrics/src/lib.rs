@@ -3,8 +3,8 @@
 //! - [`ConfusionMatrix`]: counts, accuracy, per-class precision, recall and
 //!   F1, and a plain-text rendering for the terminal;
 //! - [`plot`]: the confusion matrix as scikit-learn's
-//!   `ConfusionMatrixDisplay` draws it, and per-epoch loss and accuracy
-//!   curves, as PNG.
+//!   `ConfusionMatrixDisplay` draws it, per-epoch loss and accuracy
+//!   curves, and sheets of images, as PNG.
 //!
 //! Works on plain label slices: it knows nothing of Burn or autodiff.
 

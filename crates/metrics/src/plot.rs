@@ -1,5 +1,6 @@
 //! Pictures as PNG bytes: the confusion matrix (after scikit-learn's
-//! `ConfusionMatrixDisplay`) and per-epoch training curves.
+//! `ConfusionMatrixDisplay`), per-epoch training curves, and sheets of
+//! images (e.g. training images beside their augmented versions).
 //!
 //! Rendering returns bytes rather than writing files, so the caller decides
 //! how to store them (atomically, in a run directory).
@@ -318,6 +319,66 @@ fn draw_series(
     Ok(())
 }
 
+/// A sheet of grey images as a PNG: `images` (each `rows × cols` grey levels
+/// in 0–255, clamped) laid out `per_row` to a row, each drawn `scale` times
+/// larger, white on black as MNIST stores them, with a 2-pixel grey gap
+/// between cells (and an 8-pixel one after every `group` images, so pairs
+/// such as original | augmented read as units).
+pub fn image_sheet_png(
+    images: &[Vec<f32>],
+    (rows, cols): (usize, usize),
+    per_row: usize,
+    group: usize,
+    scale: usize,
+) -> Result<Vec<u8>, PlotError> {
+    const WHAT: &str = "the image sheet";
+    const GAP: usize = 2;
+    const GROUP_GAP: usize = 8;
+    if images.is_empty() || per_row == 0 || group == 0 || scale == 0 {
+        return Err(PlotError {
+            what: WHAT,
+            message: "nothing to draw".into(),
+        });
+    }
+    if let Some(bad) = images.iter().position(|i| i.len() != rows * cols) {
+        return Err(PlotError {
+            what: WHAT,
+            message: format!("image {bad} is not {rows}×{cols}"),
+        });
+    }
+    let per_row = per_row.min(images.len());
+    let grid_rows = images.len().div_ceil(per_row);
+    // Left edge of each column of cells.
+    let mut lefts = Vec::with_capacity(per_row);
+    let mut x = GAP;
+    for column in 0..per_row {
+        lefts.push(x);
+        x += cols * scale
+            + if (column + 1) % group == 0 {
+                GROUP_GAP
+            } else {
+                GAP
+            };
+    }
+    let width = x;
+    let height = GAP + grid_rows * (rows * scale + GAP);
+    let mut buffer = vec![96u8; width * height * 3];
+    for (n, image) in images.iter().enumerate() {
+        let (top, left) = (
+            GAP + (n / per_row) * (rows * scale + GAP),
+            lefts[n % per_row],
+        );
+        for y in 0..rows * scale {
+            for x in 0..cols * scale {
+                let level = image[(y / scale) * cols + x / scale].clamp(0.0, 255.0) as u8;
+                let at = ((top + y) * width + left + x) * 3;
+                buffer[at..at + 3].fill(level);
+            }
+        }
+    }
+    encode_png(buffer, (width as u32, height as u32), WHAT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +436,28 @@ mod tests {
             test_accuracy: 0.95,
         }];
         assert!(curves_png(&points, "one").is_ok());
+    }
+
+    #[test]
+    fn image_sheet_places_each_image_at_scale() {
+        // Three 2×3 images: black, a white top-left pixel, mid grey.
+        let mut marked = vec![0.0; 6];
+        marked[0] = 300.0; // clamped to white
+        let images = vec![vec![0.0; 6], marked, vec![128.0; 6]];
+        let img = decode(&image_sheet_png(&images, (2, 3), 2, 2, 4).unwrap());
+        // Two to a row, grouped in twos: 2 + 12 + 2 + 12 + 8 wide, 2 rows of 8 + 2 tall.
+        assert_eq!(img.dimensions(), (36, 22));
+        let grey = |x, y| img.get_pixel(x, y).0[0];
+        assert_eq!(grey(0, 0), 96, "the gap");
+        assert_eq!(grey(2, 2), 0, "image 0");
+        assert_eq!(
+            (grey(16, 2), grey(19, 5)),
+            (255, 255),
+            "image 1's white pixel, ×4"
+        );
+        assert_eq!(grey(20, 2), 0, "image 1's next pixel");
+        assert_eq!(grey(2, 12), 128, "image 2 starts the second row");
+        assert!(image_sheet_png(&[vec![0.0; 5]], (2, 3), 1, 1, 1).is_err());
+        assert!(image_sheet_png(&[], (2, 3), 1, 1, 1).is_err());
     }
 }
