@@ -3,15 +3,16 @@
 //! builds them between steps.
 //!
 //! Measures what the training loop pays on the host per step before the
-//! device sees the batch: with the `hvc` recipe (batch 120) and the
-//! `seed-plus` recipe (batch 128), and without augmentation (the notebook,
-//! batch 600). Synthetic digits stand in for MNIST, so no data files are
-//! needed: the cost depends on the image size, not its content.
+//! device sees the batch: with the `hvc` recipe (batch 120) using its
+//! ranges and using `--augment hvc-paper`, with the `seed-plus` recipe
+//! (batch 128), and without augmentation (the notebook, batch 600).
+//! Synthetic digits stand in for MNIST, so no data files are needed: the
+//! cost depends on the image size, not its content.
 //!
 //! `cargo bench -p mnist-data --bench batches`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mnist_data::{Augmentation, Batches, Normalizer, Split, epoch_order};
+use mnist_data::{Augment, Augmentation, Batches, Normalizer, Split, epoch_order};
 
 const IMAGES: usize = 2_400;
 
@@ -47,9 +48,10 @@ fn batches(c: &mut Criterion) {
         ..Augmentation::none()
     };
     let cases = [
-        ("hvc/batch120", hvc, 120),
-        ("seed-plus/batch128", seed_plus, 128),
-        ("notebook/batch600", Augmentation::none(), 600),
+        ("hvc/batch120", Augment::from(hvc), 120),
+        ("hvc-paper/batch120", Augment::HvcPaper, 120),
+        ("seed-plus/batch128", seed_plus.into(), 128),
+        ("notebook/batch600", Augmentation::none().into(), 600),
     ];
     let mut group = c.benchmark_group("prepare_batch");
     for (name, augmentation, batch_size) in cases {
