@@ -380,17 +380,17 @@ impl TrainFlags {
         set(&mut h.warmup_epochs, &self.warmup_epochs);
         set(&mut h.label_smoothing, &self.label_smoothing);
         set(&mut h.ema_decay, &self.ema);
-        if let Some(policy) = self.augment {
-            // A policy replaces the recipe's augmentation; range flags given
-            // with hvc-paper are then refused by `validate`.
-            h.augment = AugmentParams {
-                policy,
-                ..if policy == AugmentPolicy::Ranges {
-                    h.augment
-                } else {
-                    AugmentParams::default()
+        match self.augment {
+            None => {}
+            Some(AugmentPolicy::Ranges) => h.augment.policy = AugmentPolicy::Ranges,
+            // The authors' pipeline replaces the recipe's ranges; range flags
+            // given beside it are then refused by `validate`.
+            Some(AugmentPolicy::HvcPaper) => {
+                h.augment = AugmentParams {
+                    policy: AugmentPolicy::HvcPaper,
+                    ..AugmentParams::default()
                 }
-            };
+            }
         }
         set(&mut h.augment.rotate, &self.rotate);
         set(&mut h.augment.translate, &self.translate);

@@ -132,24 +132,6 @@ impl Augment {
         }
     }
 
-    /// Write the augmented grey levels of `image` to `out`; see
-    /// [`Augmentation::apply`].
-    pub fn apply(
-        &self,
-        image: &[u8],
-        rows: usize,
-        cols: usize,
-        rng: &mut impl Rng,
-        out: &mut [f32],
-    ) {
-        match self {
-            Augment::Ranges(ranges) => ranges.apply(image, rows, cols, rng, out),
-            Augment::HvcPaper => HvcPaperAugmentation.apply(image, rows, cols, rng, out),
-        }
-    }
-}
-
-impl Augment {
     /// Image `index` of `split` as epoch `epoch` of a run seeded `seed`
     /// augments it: grey levels in 0–255, exactly what training sees before
     /// normalisation.
@@ -169,7 +151,11 @@ impl Augment {
         levels: &mut [f32],
     ) {
         let mut rng = Augmentation::rng(seed, epoch, index);
-        self.apply(split.image(index), split.rows, split.cols, &mut rng, levels);
+        let (image, rows, cols) = (split.image(index), split.rows, split.cols);
+        match self {
+            Augment::Ranges(ranges) => ranges.apply(image, rows, cols, &mut rng, levels),
+            Augment::HvcPaper => HvcPaperAugmentation.apply(image, rows, cols, &mut rng, levels),
+        }
     }
 }
 
