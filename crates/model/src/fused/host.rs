@@ -704,6 +704,19 @@ mod tests {
             .collect()
     }
 
+    /// Central differences of `loss` with respect to each element of `v`.
+    fn central_differences(v: &[f32], eps: f32, loss: impl Fn(&[f32]) -> f64) -> Vec<f32> {
+        (0..v.len())
+            .map(|i| {
+                let mut plus = v.to_vec();
+                let mut minus = v.to_vec();
+                plus[i] += eps;
+                minus[i] -= eps;
+                ((loss(&plus) - loss(&minus)) / (2.0 * eps as f64)) as f32
+            })
+            .collect()
+    }
+
     fn shape() -> ConvPoolShape {
         ConvPoolShape {
             batch: 3,
@@ -773,22 +786,6 @@ mod tests {
         let (_, routes) = forward(&s, &x, &w, &b);
         let grads = backward(&s, &x, &w, &routes, &r, true);
         let eps = 1e-2f32;
-        let numeric = |v: &[f32], which: usize| -> Vec<f32> {
-            (0..v.len())
-                .map(|i| {
-                    let mut plus = v.to_vec();
-                    let mut minus = v.to_vec();
-                    plus[i] += eps;
-                    minus[i] -= eps;
-                    let (lp, lm) = match which {
-                        0 => (loss(&plus, &w, &b), loss(&minus, &w, &b)),
-                        1 => (loss(&x, &plus, &b), loss(&x, &minus, &b)),
-                        _ => (loss(&x, &w, &plus), loss(&x, &w, &minus)),
-                    };
-                    ((lp - lm) / (2.0 * eps as f64)) as f32
-                })
-                .collect()
-        };
         // Finite differences are exact for this piecewise-linear loss
         // unless a step crosses a kink, which these values keep rare.
         let agree = |analytic: &[f32], numeric: &[f32]| {
@@ -799,9 +796,12 @@ mod tests {
                 .count();
             bad * 20 <= analytic.len()
         };
-        assert!(agree(grads.input.as_ref().unwrap(), &numeric(&x, 0)));
-        assert!(agree(&grads.weight, &numeric(&w, 1)));
-        assert!(agree(&grads.bias, &numeric(&b, 2)));
+        let numeric_x = central_differences(&x, eps, |x| loss(x, &w, &b));
+        let numeric_w = central_differences(&w, eps, |w| loss(&x, w, &b));
+        let numeric_b = central_differences(&b, eps, |b| loss(&x, &w, b));
+        assert!(agree(grads.input.as_ref().unwrap(), &numeric_x));
+        assert!(agree(&grads.weight, &numeric_w));
+        assert!(agree(&grads.bias, &numeric_b));
         assert!(grads.weight.iter().any(|&g| g != 0.0));
 
         let without = backward(&s, &x, &w, &routes, &r, false);
@@ -854,23 +854,16 @@ mod tests {
         };
         let grads = conv_backward(&s, &x, &w, &r, true);
         let eps = 1e-2f32;
-        let check = |analytic: &[f32], v: &[f32], of_input: bool| {
-            for (i, a) in analytic.iter().enumerate() {
-                let mut plus = v.to_vec();
-                let mut minus = v.to_vec();
-                plus[i] += eps;
-                minus[i] -= eps;
-                let (lp, lm) = if of_input {
-                    (loss(&plus, &w), loss(&minus, &w))
-                } else {
-                    (loss(&x, &plus), loss(&x, &minus))
-                };
-                let numeric = ((lp - lm) / (2.0 * eps as f64)) as f32;
-                assert!((a - numeric).abs() < 1e-3, "element {i}: {a} vs {numeric}");
+        let check = |analytic: &[f32], numeric: Vec<f32>| {
+            for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+                assert!((a - n).abs() < 1e-3, "element {i}: {a} vs {n}");
             }
         };
-        check(grads.input.as_ref().unwrap(), &x, true);
-        check(&grads.weight, &w, false);
+        check(
+            grads.input.as_ref().unwrap(),
+            central_differences(&x, eps, |x| loss(x, &w)),
+        );
+        check(&grads.weight, central_differences(&w, eps, |w| loss(&x, w)));
         let plane = s.height * s.width;
         for o in 0..s.out_channels {
             let expected: f32 = (0..s.batch)
