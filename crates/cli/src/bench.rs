@@ -1,9 +1,14 @@
-//! `mnist bench`: the notebook's workload on each compiled backend —
-//! milliseconds per training step (batch 600, RAdam), the projected time of
-//! the 5-epoch run, inference throughput and peak memory.
+//! `mnist bench`: a recipe's training step on each compiled backend —
+//! milliseconds per step (the notebook's by default: seed CNN, batch 600,
+//! RAdam), the projected time of an epoch and of the recipe's whole run,
+//! inference throughput and peak memory; with `--python`, the same workload
+//! in PyTorch (`bench/torch_bench.py`) and each backend's time as a ratio.
 //!
-//! Inputs are seeded random images: the cost of a step does not depend on
-//! the pixel values, and no data files are needed.
+//! A step is what `mnist train` does per batch: forward, loss (with the
+//! recipe's label smoothing), backward, the recipe's optimizer, its weight
+//! average if it keeps one, and reading the loss. Inputs are seeded random
+//! images: the cost of a step does not depend on the pixel values, and no
+//! data files are needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,13 +20,13 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Args;
-use mnist_model::{BackendKind, DeviceSpec, SeedCnnConfig};
-use mnist_optim::RAdamConfig;
+use mnist_model::{BackendKind, DeviceSpec, ModelKind};
+use mnist_optim::{OptimizerKind, WeightEma};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::workspace_root;
+use crate::config::{Recipe, workspace_root};
 
 /// `mnist bench` arguments.
 #[derive(Args, Debug)]
@@ -29,12 +34,19 @@ pub struct BenchArgs {
     /// Backends to measure [default: every compiled one].
     #[arg(long)]
     backend: Vec<String>,
+    /// cpu, or cuda:N / mps (with the tch backend).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The recipe whose model, batch size, optimizer, label smoothing and
+    /// weight average a step runs.
+    #[arg(long, value_enum, default_value_t = Recipe::Notebook)]
+    recipe: Recipe,
     /// Fewer steps: a rough number in seconds.
     #[arg(long)]
     quick: bool,
-    /// Images per step (the notebook's 600).
-    #[arg(long, default_value_t = 600)]
-    batch_size: usize,
+    /// Images per step [default: the recipe's].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -47,25 +59,89 @@ pub struct BenchArgs {
     threads: Option<usize>,
 }
 
+/// What one training step runs: a recipe's choices, resolved.
+#[derive(Debug, Clone)]
+struct Workload {
+    model: ModelKind,
+    batch_size: usize,
+    lr: f64,
+    optimizer: OptimizerKind,
+    weight_decay: f64,
+    label_smoothing: f64,
+    ema_decay: f64,
+    epochs: usize,
+}
+
+impl Workload {
+    fn of(recipe: Recipe, batch_size: Option<usize>) -> Result<Self> {
+        let hyper = recipe.hyper_params();
+        let batch_size = batch_size.unwrap_or(hyper.batch_size);
+        if batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        Ok(Self {
+            model: hyper.model_kind()?,
+            batch_size,
+            lr: hyper.lr,
+            optimizer: hyper.optimizer_kind()?,
+            weight_decay: hyper.weight_decay,
+            label_smoothing: hyper.label_smoothing,
+            ema_decay: hyper.ema_decay,
+            epochs: hyper.epochs,
+        })
+    }
+
+    /// Steps in an epoch of MNIST's 60,000 training images.
+    fn steps_per_epoch(&self) -> usize {
+        TRAIN_IMAGES.div_ceil(self.batch_size)
+    }
+
+    /// The same workload for `bench/torch_bench.py`.
+    fn torch_flags(&self) -> Vec<String> {
+        [
+            ("--model", self.model.name().to_string()),
+            ("--batch-size", self.batch_size.to_string()),
+            ("--lr", self.lr.to_string()),
+            ("--optimizer", self.optimizer.name().to_string()),
+            ("--weight-decay", self.weight_decay.to_string()),
+            ("--label-smoothing", self.label_smoothing.to_string()),
+            ("--ema", self.ema_decay.to_string()),
+            ("--epochs", self.epochs.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect()
+    }
+}
+
+/// MNIST's training images: what an epoch is.
+const TRAIN_IMAGES: usize = 60_000;
+
 /// One backend's numbers.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BenchResult {
     backend: String,
+    model: String,
     batch_size: usize,
     steps: usize,
     ms_per_step: f64,
-    /// 100 steps an epoch (60,000 / 600), 5 epochs.
-    projected_5_epochs_s: f64,
+    /// One epoch of 60,000 images at this step time.
+    epoch_s: f64,
+    /// The recipe's epochs at this step time, evaluation not counted.
+    projected_run_s: f64,
     train_images_per_s: f64,
     inference_images_per_s: f64,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    let backends = if args.backend.is_empty() {
+    let workload = Workload::of(args.recipe, args.batch_size)?;
+    let spec: DeviceSpec = args.device.parse()?;
+    let backends: Vec<BackendKind> = if args.backend.is_empty() {
+        // Off the CPU, only the backends that can drive the device.
         BackendKind::compiled()
+            .into_iter()
+            .filter(|b| spec == DeviceSpec::Cpu || *b == BackendKind::Tch)
+            .collect()
     } else {
         args.backend
             .iter()
@@ -74,21 +150,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let (warmup, steps, eval_batches) = if args.quick { (1, 3, 2) } else { (3, 20, 10) };
     let mut results = Vec::new();
+    if backends.is_empty() {
+        bail!("no compiled backend runs on {spec}; rebuild with --features tch");
+    }
     for backend in backends {
-        let device = backend.device(DeviceSpec::Cpu)?;
+        let device = backend.device(spec)?;
         if !args.json {
             eprintln!(
-                "measuring {backend} ({steps} steps of {} images)...",
-                args.batch_size
+                "measuring {backend} on {spec} ({steps} {} steps of {} images)...",
+                workload.model, workload.batch_size
             );
         }
         results.push(measure(
             backend,
             &device,
-            args.batch_size,
-            warmup,
-            steps,
-            eval_batches,
+            &workload,
+            [warmup, steps, eval_batches],
         ));
     }
     let peak_rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
@@ -100,8 +177,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let threads = args
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let workload = [args.batch_size, warmup, steps, eval_batches, threads];
-            Some(measure_pytorch(python, workload)?)
+            let mut flags = workload.torch_flags();
+            for (flag, value) in [
+                ("--warmup", warmup),
+                ("--steps", steps),
+                ("--eval-batches", eval_batches),
+                ("--threads", threads),
+            ] {
+                flags.extend([flag.to_string(), value.to_string()]);
+            }
+            flags.extend(["--device".to_string(), torch_device(spec)]);
+            Some(measure_pytorch(python, &flags)?)
         }
         None => None,
     };
@@ -115,18 +201,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:20} {:>10} {:>18} {:>12} {:>16} {:>14}",
-        "backend", "ms/step", "5 epochs (proj.)", "train img/s", "inference img/s", "time vs torch"
+        "{} on {spec}, batch {}, {} ({} epochs projected)",
+        workload.model, workload.batch_size, workload.optimizer, workload.epochs
+    );
+    println!(
+        "{:20} {:>10} {:>14} {:>14} {:>12} {:>16} {:>14}",
+        "backend",
+        "ms/step",
+        "epoch (proj.)",
+        "run (proj.)",
+        "train img/s",
+        "inference img/s",
+        "time vs torch"
     );
     for r in results.iter().chain(&pytorch) {
         let ratio = pytorch.as_ref().map_or(String::from("-"), |t| {
             format!("{:.2}x", r.ms_per_step / t.ms_per_step)
         });
         println!(
-            "{:20} {:>10.1} {:>16.1} s {:>12.0} {:>16.0} {:>14}",
+            "{:20} {:>10.1} {:>12.1} s {:>12} {:>12.0} {:>16.0} {:>14}",
             r.backend,
             r.ms_per_step,
-            r.projected_5_epochs_s,
+            r.epoch_s,
+            duration(r.projected_run_s),
             r.train_images_per_s,
             r.inference_images_per_s,
             ratio
@@ -150,16 +247,20 @@ fn random_batch(rng: &mut ChaCha8Rng, n: usize, device: &Device) -> (Tensor<4>, 
 fn measure(
     backend: BackendKind,
     device: &Device,
-    batch: usize,
-    warmup: usize,
-    steps: usize,
-    eval_batches: usize,
+    workload: &Workload,
+    [warmup, steps, eval_batches]: [usize; 3],
 ) -> BenchResult {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let batch = workload.batch_size;
     let train_device = device.clone().autodiff();
-    let mut model = SeedCnnConfig::new().init(0, &train_device);
-    let mut optim = RAdamConfig::new().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let mut model = workload.model.init(0, &train_device);
+    let mut optim = workload.optimizer.init(workload.weight_decay);
+    let mut ema = (workload.ema_decay > 0.0).then(|| WeightEma::new(&model, workload.ema_decay, 0));
+    let mut loss_config = CrossEntropyLossConfig::new();
+    if workload.label_smoothing > 0.0 {
+        loss_config = loss_config.with_smoothing(Some(workload.label_smoothing as f32));
+    }
+    let loss_fn = loss_config.init(&train_device);
     let (images, targets) = random_batch(&mut rng, batch, &train_device);
     let mut started = Instant::now();
     for step in 0..warmup + steps {
@@ -167,10 +268,14 @@ fn measure(
             started = Instant::now();
         }
         let loss = loss_fn.forward(model.forward(images.clone()), targets.clone());
-        // Reading the loss synchronises, as the training loop does.
-        let _ = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model, grads);
+        model = optim.step(workload.lr, model, grads);
+        if let Some(ema) = &mut ema {
+            ema.update(&model);
+        }
+        // Reading the loss waits for the device, as the training loop does
+        // after queueing the whole step.
+        let _ = loss.into_scalar::<f32>();
     }
     let ms_per_step = started.elapsed().as_secs_f64() * 1e3 / steps as f64;
 
@@ -183,20 +288,40 @@ fn measure(
     }
     let inference_images_per_s = (eval_batches * batch) as f64 / started.elapsed().as_secs_f64();
 
+    let epoch_s = ms_per_step * workload.steps_per_epoch() as f64 / 1e3;
     BenchResult {
         backend: backend.to_string(),
+        model: workload.model.name().to_string(),
         batch_size: batch,
         steps,
         ms_per_step,
-        projected_5_epochs_s: ms_per_step * 500.0 / 1e3,
+        epoch_s,
+        projected_run_s: epoch_s * workload.epochs as f64,
         train_images_per_s: batch as f64 * 1e3 / ms_per_step,
         inference_images_per_s,
     }
 }
 
-/// Run `bench/torch_bench.py` on the same workload
-/// (`[batch, warmup, steps, eval_batches, threads]`) and read its JSON.
-fn measure_pytorch(python: &Path, workload: [usize; 5]) -> Result<BenchResult> {
+/// PyTorch's name for the device `spec` names.
+fn torch_device(spec: DeviceSpec) -> String {
+    match spec {
+        DeviceSpec::Cpu => "cpu".into(),
+        DeviceSpec::Cuda(index) => format!("cuda:{index}"),
+        DeviceSpec::Mps => "mps".into(),
+    }
+}
+
+/// Seconds as `12.3 s`, `4.5 min` or `2.1 h`, whichever reads best.
+fn duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 120.0 => format!("{s:.1} s"),
+        s if s < 7200.0 => format!("{:.1} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
+}
+
+/// Run `bench/torch_bench.py` with `flags` (the same workload) and read its JSON.
+fn measure_pytorch(python: &Path, flags: &[String]) -> Result<BenchResult> {
     let script = workspace_root().join("bench/torch_bench.py");
     if !script.is_file() {
         bail!(
@@ -204,19 +329,9 @@ fn measure_pytorch(python: &Path, workload: [usize; 5]) -> Result<BenchResult> {
             script.display()
         );
     }
-    let flags = [
-        "--batch-size",
-        "--warmup",
-        "--steps",
-        "--eval-batches",
-        "--threads",
-    ];
-    let mut cmd = Command::new(python);
-    cmd.arg(&script);
-    for (flag, value) in flags.iter().zip(workload) {
-        cmd.arg(flag).arg(value.to_string());
-    }
-    let output = cmd
+    let output = Command::new(python)
+        .arg(&script)
+        .args(flags)
         .output()
         .with_context(|| format!("cannot run {}", python.display()))?;
     if !output.status.success() {
@@ -242,4 +357,50 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hvc_workload_is_the_papers_recipe() {
+        let hvc = Workload::of(Recipe::Hvc, None).unwrap();
+        assert_eq!(hvc.model, ModelKind::Hvc);
+        assert_eq!((hvc.batch_size, hvc.epochs), (120, 300));
+        assert_eq!(hvc.optimizer, OptimizerKind::Adam);
+        assert_eq!(hvc.ema_decay, 0.999);
+        assert_eq!(hvc.steps_per_epoch(), 500);
+        let notebook = Workload::of(Recipe::Notebook, Some(1000)).unwrap();
+        assert_eq!(
+            (notebook.batch_size, notebook.steps_per_epoch()),
+            (1000, 60)
+        );
+        assert!(Workload::of(Recipe::Notebook, Some(0)).is_err());
+    }
+
+    #[test]
+    fn the_pytorch_twin_accepts_every_flag_it_is_given() {
+        let script = std::fs::read_to_string(workspace_root().join("bench/torch_bench.py"))
+            .expect("bench/torch_bench.py is in the repository");
+        for recipe in [Recipe::Notebook, Recipe::SeedPlus, Recipe::Hvc] {
+            let flags = Workload::of(recipe, None).unwrap().torch_flags();
+            for flag in flags.iter().step_by(2) {
+                assert!(
+                    script.contains(&format!("add_argument(\"{flag}\"")),
+                    "torch_bench.py has no {flag}"
+                );
+            }
+            // Its model choices are ours.
+            let model = &flags[1];
+            assert!(script.contains(&format!("\"{model}\":")), "{model}");
+        }
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(duration(61.0), "61.0 s");
+        assert_eq!(duration(900.0), "15.0 min");
+        assert_eq!(duration(3.0 * 3600.0), "3.0 h");
+    }
 }

@@ -214,14 +214,41 @@ fn bench_reports_every_number_as_json() {
     let report: Value = serde_json::from_slice(&out.stdout).expect("bench --json prints JSON");
     let r = &report["results"][0];
     assert_eq!(r["backend"], "flex");
+    assert_eq!(r["model"], "seed");
     for key in [
         "ms_per_step",
-        "projected_5_epochs_s",
+        "epoch_s",
+        "projected_run_s",
         "train_images_per_s",
         "inference_images_per_s",
     ] {
         assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {r}");
     }
+    // The notebook's 5 epochs of 60,000 / 16 steps.
+    let epoch = r["epoch_s"].as_f64().unwrap();
+    assert!((r["projected_run_s"].as_f64().unwrap() - 5.0 * epoch).abs() < 1e-9 * epoch);
+    assert!((epoch - 3750.0 * r["ms_per_step"].as_f64().unwrap() / 1e3).abs() < 1e-9 * epoch);
+}
+
+#[test]
+fn bench_times_a_recipes_model() {
+    let out = ok(mnist().args([
+        "bench",
+        "--quick",
+        "--recipe",
+        "hvc",
+        "--batch-size",
+        "4",
+        "--backend",
+        "flex",
+        "--json",
+    ]));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("bench --json prints JSON");
+    let r = &report["results"][0];
+    assert_eq!(r["model"], "hvc");
+    assert_eq!(r["batch_size"], 4);
+    let epoch = r["epoch_s"].as_f64().unwrap();
+    assert!((r["projected_run_s"].as_f64().unwrap() - 300.0 * epoch).abs() < 1e-9 * epoch);
 }
 
 #[test]
