@@ -6,7 +6,14 @@
 //!   layer and as `mnist_model::fused::conv_same` (seed-plus's convolutions);
 //! - the first max-pool (16 × 28×28), forward and forward + backward;
 //! - conv2 → pool → relu as the fused operation the model uses
-//!   (`mnist_model::fused`) against the three separate operations.
+//!   (`mnist_model::fused`) against the three separate operations;
+//! - batch norm in training, forward + backward, as Burn's layer and as
+//!   `mnist_model::fused::batch_norm`, at seed-plus's first (128 × 16 ×
+//!   28×28) and HVC's third (120 × 64 × 22×22) layer and HVC's last class
+//!   capsules (120 × 10 × 160);
+//! - seed-plus's forward + backward at its batch size (128), as the model
+//!   runs it and with Burn's batch norm, max-pool and ReLU in place of
+//!   `fused::batch_norm` and `fused::pool_relu`.
 //!
 //! The whole-network group also times the unfused network (the same layers
 //! called one operation at a time), so the fusion's gain is read off one run.
@@ -15,14 +22,14 @@
 //! `-- conv2` to run one group). Whole training steps against PyTorch are
 //! `cargo xtask bench`'s job; these numbers locate where a step's time goes.
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::MaxPool2dConfig;
+use burn::nn::{BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mnist_model::backend::BackendKind;
-use mnist_model::fused::{conv_pool_relu, conv_same};
-use mnist_model::{SeedCnn, SeedCnnConfig};
+use mnist_model::fused::{batch_norm, conv_pool_relu, conv_same};
+use mnist_model::{SeedCnn, SeedCnnConfig, SeedPlusCnn, SeedPlusCnnConfig};
 
 const BATCH: usize = 600;
 
@@ -154,5 +161,82 @@ fn conv2_pool_relu(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, whole_network, conv2, max_pool, conv2_pool_relu);
+fn batch_norms(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch_norm");
+    group.sample_size(10);
+    for (name, device) in devices() {
+        let device = device.autodiff();
+        let inputs: [(&str, Vec<usize>); 3] = [
+            ("seed_plus_bn1", vec![128, 16, 28, 28]),
+            ("hvc_conv3", vec![120, 64, 22, 22]),
+            ("hvc_capsules", vec![120, 10, 160]),
+        ];
+        for (layer, dims) in inputs {
+            let bn = BatchNormConfig::new(dims[1]).init(&device);
+            let flat: usize = dims.iter().product();
+            let input = Tensor::<1>::random([flat], Distribution::Default, &device);
+            let input: Tensor<4> = match dims[..] {
+                [b, c, h, w] => input.reshape([b, c, h, w]),
+                [b, c, d] => input.reshape([b, c, d, 1]),
+                _ => unreachable!(),
+            }
+            .require_grad();
+            let id = |how: &str| BenchmarkId::new(format!("{layer}_{how}"), name);
+            group.bench_function(id("burn"), |b| {
+                b.iter(|| std::hint::black_box(bn.forward(input.clone()).sum().backward()))
+            });
+            group.bench_function(id("fused"), |b| {
+                b.iter(|| std::hint::black_box(batch_norm(input.clone(), &bn).sum().backward()))
+            });
+        }
+    }
+    group.finish();
+}
+
+/// seed-plus's forward pass with Burn's own batch norm, pooling and ReLU.
+fn seed_plus_with_burns_layers(model: &SeedPlusCnn, images: Tensor<4>) -> Tensor<2> {
+    let x = model.bn1.forward(conv_same(images, &model.conv1));
+    let x = model.relu.forward(model.pool.forward(x));
+    let x = model.bn2.forward(conv_same(x, &model.conv2));
+    let x = model.relu.forward(model.pool.forward(x));
+    let x = model.relu.forward(model.fc1.forward(x.flatten::<2>(1, 3)));
+    model.fc2.forward(model.dropout.forward(x))
+}
+
+fn seed_plus(c: &mut Criterion) {
+    let mut group = c.benchmark_group("seed_plus");
+    group.sample_size(20);
+    for (name, device) in devices() {
+        let device = device.autodiff();
+        let model = SeedPlusCnnConfig::new().init(0, &device);
+        let images = Tensor::<4>::random([128, 1, 28, 28], Distribution::Default, &device);
+        // A fixed random weighting of the logits: a plain sum would send
+        // batch norm an all-equal gradient, whose input gradient is zero.
+        let weights = Tensor::<2>::random([128, 10], Distribution::Default, &device);
+        let objective = |logits: Tensor<2>| (logits * weights.clone()).sum();
+        group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
+            b.iter(|| std::hint::black_box(objective(model.forward(images.clone())).backward()))
+        });
+        group.bench_function(
+            BenchmarkId::new("forward_backward_burn_layers", name),
+            |b| {
+                b.iter(|| {
+                    let logits = seed_plus_with_burns_layers(&model, images.clone());
+                    std::hint::black_box(objective(logits).backward())
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    seed_plus,
+    whole_network,
+    conv2,
+    max_pool,
+    conv2_pool_relu,
+    batch_norms
+);
 criterion_main!(benches);

@@ -28,6 +28,7 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::fused::batch_norm;
 use crate::init::{torch_bound, uniform};
 use crate::torch_io::with_stable_ids;
 
@@ -177,7 +178,9 @@ impl CapsuleBranch {
         debug_assert_eq!(positions, h * w);
         let class_capsules = capsules.matmul(weight).permute([1, 2, 0]); // [batch, classes, dims]
         debug_assert_eq!(class_capsules.dims(), [batch, classes, dims]);
-        self.bn.forward(class_capsules).sum_dim(2).squeeze_dim(2)
+        batch_norm(class_capsules, &self.bn)
+            .sum_dim(2)
+            .squeeze_dim(2)
     }
 }
 
@@ -188,7 +191,9 @@ impl Hvc {
         let mut scores: Option<Tensor<2>> = None;
         let mut branches = self.branches.iter();
         for (i, block) in self.convs.iter().enumerate() {
-            x = self.relu.forward(block.bn.forward(block.conv.forward(x)));
+            x = self
+                .relu
+                .forward(batch_norm(block.conv.forward(x), &block.bn));
             if self.taps.contains(&i)
                 && let Some(branch) = branches.next()
             {

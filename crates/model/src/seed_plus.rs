@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::SeedCnnConfig;
-use crate::fused::conv_same;
+use crate::fused::{batch_norm, conv_same, pool_relu};
 use crate::torch_io::with_stable_ids;
 
 /// Configuration of [`SeedPlusCnn`].
@@ -94,12 +94,13 @@ impl SeedPlusCnn {
     /// Logits `[batch, classes]` for images `[batch, channels, height, width]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         // Batch norm sits between convolution and pooling, so the seed CNN's
-        // fused layer does not apply; the convolutions alone still get their
-        // own backward pass (`fused::conv_same`).
-        let x = self.bn1.forward(conv_same(images, &self.conv1));
-        let x = self.relu.forward(self.pool.forward(x));
-        let x = self.bn2.forward(conv_same(x, &self.conv2));
-        let x = self.relu.forward(self.pool.forward(x));
+        // fused layer does not apply; the convolutions, the batch norms and
+        // pooling + ReLU each get their own backward pass (`fused::conv_same`,
+        // `fused::batch_norm`, `fused::pool_relu`).
+        let x = batch_norm(conv_same(images, &self.conv1), &self.bn1);
+        let x = pool_relu(x, &self.pool);
+        let x = batch_norm(conv_same(x, &self.conv2), &self.bn2);
+        let x = pool_relu(x, &self.pool);
         let x = x.flatten::<2>(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));
         self.fc2.forward(self.dropout.forward(x))

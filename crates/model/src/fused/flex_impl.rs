@@ -1,11 +1,14 @@
-//! The fused layer and the plain convolution on flex: the
-//! [`host`](super::host) kernels on the tensors' own memory. Anything but
-//! `f32` takes the composed default.
+//! The fused layer, the plain convolution and batch norm on flex: the
+//! [`host`](super::host) and [`norm_host`](super::norm_host) kernels on the
+//! tensors' own memory. Anything but `f32` takes the composed default.
 
+use super::batch_norm::{self, BatchNormKernels, BatchNormOps, NormGrads, NormSaved};
 use super::host::{self, ConvPoolShape};
+use super::norm_host::{self, NormShape};
 use super::{
-    ConvPoolKernels, ConvPoolOps, ConvSaved, LayerGrads, Saved, composed_backward, composed_conv,
-    composed_conv_backward, composed_parts,
+    ConvPoolKernels, ConvPoolOps, ConvSaved, LayerGrads, PoolSaved, Saved, composed_backward,
+    composed_conv, composed_conv_backward, composed_parts, composed_pool_backward,
+    composed_pool_relu,
 };
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
@@ -19,6 +22,10 @@ impl ConvPoolOps for Flex {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         Self::conv_pool_relu_parts(x, weight, bias).1
+    }
+
+    fn pool_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::pool_relu_parts(x).1
     }
 
     fn conv_same(
@@ -36,6 +43,38 @@ impl ConvPoolOps for Flex {
 }
 
 impl ConvPoolKernels for Flex {
+    fn pool_relu_parts(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if x.dtype() != DType::F32 {
+            return (x.clone(), composed_pool_relu::<Self>(x));
+        }
+        let [batch, channels, height, width] = x.shape().dims();
+        let x = dense(x);
+        let (output, routes) = host::pool_relu_planes(height, width, f32s(&x));
+        let shape = Shape::new([batch, channels, height / 2, width / 2]);
+        (
+            FlexTensor::from_data(TensorData::new(routes, shape.clone())),
+            tensor(output, shape),
+        )
+    }
+
+    fn pool_relu_backward(
+        saved: PoolSaved<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if saved.windows.dtype() != DType::U8 {
+            return composed_pool_backward::<Self>(saved.windows, saved.output, output_grad);
+        }
+        let [batch, channels, height, width] = saved.windows.shape().dims();
+        let (height, width) = (height * 2, width * 2);
+        let output_grad = dense(output_grad);
+        let routes = saved
+            .windows
+            .as_slice::<u8>()
+            .expect("routes are written contiguous by pool_relu_parts");
+        let grad = host::pool_relu_planes_backward(height, width, routes, f32s(&output_grad));
+        tensor(grad, Shape::new([batch, channels, height, width]))
+    }
+
     fn conv_pool_relu_parts(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -174,4 +213,76 @@ fn f32s(tensor: &FlexTensor) -> &[f32] {
 
 fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+impl BatchNormOps for Flex {
+    fn batch_norm_batch_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let Some(shape) = norm_shape(&x, &gamma) else {
+            return batch_norm::composed_forward::<Self>(x, gamma, beta, epsilon);
+        };
+        let x_shape = x.shape();
+        let (x, gamma, beta) = (dense(x), dense(gamma), dense(beta));
+        let result = norm_host::forward(&shape, f32s(&x), f32s(&gamma), f32s(&beta), epsilon);
+        let channels = Shape::new([shape.channels]);
+        (
+            tensor(result.output, x_shape),
+            tensor(result.mean, channels.clone()),
+            tensor(result.variance, channels),
+        )
+    }
+}
+
+impl BatchNormKernels for Flex {
+    fn batch_norm_batch_stats_backward(
+        saved: NormSaved<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> NormGrads<Self> {
+        let (Some(shape), DType::F32) = (norm_shape(&saved.x, &saved.gamma), output_grad.dtype())
+        else {
+            return batch_norm::composed_backward::<Self>(saved, output_grad);
+        };
+        let x_shape = saved.x.shape();
+        let [x, gamma, mean, variance, output_grad] = [
+            saved.x,
+            saved.gamma,
+            saved.mean,
+            saved.variance,
+            output_grad,
+        ]
+        .map(dense);
+        let grads = norm_host::backward(
+            &shape,
+            f32s(&x),
+            f32s(&gamma),
+            f32s(&mean),
+            f32s(&variance),
+            saved.epsilon,
+            f32s(&output_grad),
+        );
+        let channels = Shape::new([shape.channels]);
+        (
+            tensor(grads.input, x_shape),
+            tensor(grads.gamma, channels.clone()),
+            tensor(grads.beta, channels),
+        )
+    }
+}
+
+/// A batch-norm input's layout, when it and γ are `f32` and at least
+/// `[batch, channels]`.
+fn norm_shape(x: &FlexTensor, gamma: &FlexTensor) -> Option<NormShape> {
+    let dims = x.shape().to_vec();
+    if x.dtype() != DType::F32 || gamma.dtype() != DType::F32 || dims.len() < 2 {
+        return None;
+    }
+    Some(NormShape {
+        batch: dims[0],
+        channels: dims[1],
+        plane: dims[2..].iter().product(),
+    })
 }

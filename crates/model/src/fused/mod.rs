@@ -33,8 +33,13 @@
 // ndarray and tch are deprecated upstream but still served here.
 #![allow(deprecated)]
 
+pub mod batch_norm;
 #[cfg(feature = "flex")]
 pub mod host;
+#[cfg(feature = "flex")]
+pub mod norm_host;
+
+pub use batch_norm::batch_norm;
 
 use burn::backend::autodiff::{
     Autodiff, NodeId,
@@ -47,6 +52,7 @@ use burn::backend::{Backend, TensorMetadata, backend_extension};
 use burn::backend::{Dispatch, ops::ConvOptions};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::tensor::{IntDType, Tensor, activation};
 
 /// Pooling window and stride of the fused layer.
@@ -80,6 +86,12 @@ pub trait ConvPoolOps: Backend {
     ) -> FloatTensor<Self> {
         composed_conv::<Self>(x, weight, bias)
     }
+
+    /// `relu(max_pool2d(x, 2, stride 2))` over an even-sized plane. The
+    /// default composes the backend's own operations.
+    fn pool_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_pool_relu::<Self>(x)
+    }
 }
 
 /// The pieces a backend supplies so that [`Autodiff`] can differentiate
@@ -104,6 +116,20 @@ pub trait ConvPoolKernels: Backend {
         want_x: bool,
     ) -> LayerGrads<Self> {
         composed_backward::<Self>(saved, output_grad, want_x)
+    }
+
+    /// What the backward pass of [`ConvPoolOps::pool_relu`] needs about the
+    /// pooling windows (see [`PoolSaved::windows`]), and the output.
+    fn pool_relu_parts(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        (x.clone(), composed_pool_relu::<Self>(x))
+    }
+
+    /// The input gradient of [`ConvPoolOps::pool_relu`].
+    fn pool_relu_backward(
+        saved: PoolSaved<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composed_pool_backward::<Self>(saved.windows, saved.output, output_grad)
     }
 
     /// Gradients of [`ConvPoolOps::conv_same`] for input (when `want_x`),
@@ -147,6 +173,34 @@ pub struct ConvSaved<B: Backend> {
     pub weight: FloatTensor<B>,
     /// The convolution bias.
     pub bias: FloatTensor<B>,
+}
+
+/// What [`ConvPoolOps::pool_relu`] keeps for its backward pass.
+#[derive(Debug, Clone)]
+pub struct PoolSaved<B: Backend> {
+    /// The pooling windows, as in [`Saved::windows`]: the input itself for
+    /// the composed default, route bytes on flex.
+    pub windows: FloatTensor<B>,
+    /// The output.
+    pub output: FloatTensor<B>,
+}
+
+/// `relu(max_pool_2×2(x))` for `pool`, a 2×2 max-pooling with stride 2, as
+/// one operation with its own backward pass where the plane is even-sized;
+/// any other pooling runs Burn's layers.
+pub fn pool_relu(x: Tensor<4>, pool: &MaxPool2d) -> Tensor<4> {
+    let [_, _, height, width] = x.dims();
+    let fusable = pool.kernel_size == POOL
+        && pool.stride == POOL
+        && pool.dilation == [1, 1]
+        && matches!(pool.padding, PaddingConfig2d::Valid)
+        && height.is_multiple_of(2)
+        && width.is_multiple_of(2);
+    if fusable {
+        Tensor::from_dispatch(Dispatch::pool_relu(x.into_dispatch()))
+    } else {
+        activation::relu(pool.forward(x))
+    }
 }
 
 /// `relu(max_pool_2×2(conv(x)))` for a convolution layer of the seed CNN's
@@ -227,8 +281,25 @@ fn composed_parts<B: Backend>(
     bias: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let conv = composed_conv::<B>(x, weight, bias);
-    let pooled = B::max_pool2d(conv.clone(), POOL, POOL, [0, 0], [1, 1], false);
-    (conv, B::relu(pooled))
+    (conv.clone(), composed_pool_relu::<B>(conv))
+}
+
+fn composed_pool_relu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::relu(B::max_pool2d(x, POOL, POOL, [0, 0], [1, 1], false))
+}
+
+/// The gradient of `relu(max_pool_2×2(x))` with respect to `x`.
+fn composed_pool_backward<B: Backend>(
+    x: FloatTensor<B>,
+    output: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let pooled_grad = B::relu_backward(output, output_grad);
+    let indices =
+        B::max_pool2d_with_indices(x.clone(), POOL, POOL, [0, 0], [1, 1], false, IntDType::I64)
+            .indices;
+    B::max_pool2d_with_indices_backward(x, POOL, POOL, [0, 0], [1, 1], false, pooled_grad, indices)
+        .x_grad
 }
 
 fn composed_backward<B: Backend>(
@@ -243,28 +314,7 @@ fn composed_backward<B: Backend>(
         windows: conv,
         output,
     } = saved;
-    let pooled_grad = B::relu_backward(output, output_grad);
-    let indices = B::max_pool2d_with_indices(
-        conv.clone(),
-        POOL,
-        POOL,
-        [0, 0],
-        [1, 1],
-        false,
-        IntDType::I64,
-    )
-    .indices;
-    let conv_grad = B::max_pool2d_with_indices_backward(
-        conv,
-        POOL,
-        POOL,
-        [0, 0],
-        [1, 1],
-        false,
-        pooled_grad,
-        indices,
-    )
-    .x_grad;
+    let conv_grad = composed_pool_backward::<B>(conv, output, output_grad);
     composed_conv_backward::<B>(ConvSaved { x, weight, bias }, conv_grad, want_x)
 }
 
@@ -366,7 +416,48 @@ impl<B: ConvPoolKernels> Backward<B, 3> for ConvSameBackward {
     }
 }
 
+/// The pooling and ReLU as one autodiff node.
+#[derive(Debug)]
+struct PoolReluBackward;
+
+impl<B: ConvPoolKernels> Backward<B, 1> for PoolReluBackward {
+    type State = PoolSaved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [parent] = ops.parents;
+        let output_grad = grads.consume::<B>(&ops.node);
+        if let Some(parent) = parent {
+            grads.register::<B>(parent.id, B::pool_relu_backward(ops.state, output_grad));
+        }
+    }
+}
+
 impl<B: ConvPoolOps + ConvPoolKernels, C: CheckpointStrategy> ConvPoolOps for Autodiff<B, C> {
+    fn pool_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let guards = [x.node()];
+        let x = x.into_primitive();
+        match PoolReluBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (windows, output) = B::pool_relu_parts(x);
+                let saved = PoolSaved {
+                    windows,
+                    output: output.clone(),
+                };
+                prep.finish(saved, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::pool_relu(x)),
+        }
+    }
+
     fn conv_pool_relu(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -136,3 +136,62 @@ fn convolutions_that_are_not_same_padded_run_burns_own() {
             .assert_approx_eq::<f32>(&conv.forward(x).to_data(), Tolerance::default());
     }
 }
+
+fn pool_2x2_layer() -> MaxPool2d {
+    burn::nn::pool::MaxPool2dConfig::new(POOL)
+        .with_strides(POOL)
+        .init()
+}
+
+#[test]
+fn pooling_with_relu_matches_burns_forward_and_backward() {
+    let pool = pool_2x2_layer();
+    for (backend, device) in test_devices() {
+        let device = device.autodiff();
+        // seed-plus's two planes, and more planes than one job holds.
+        for (channels, side) in [(16, 28), (32, 14), (70, 4)] {
+            // Centred on zero, so the ReLU closes about half the windows.
+            let x = Tensor::<4>::random(
+                [3, channels, side, side],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+            .require_grad();
+            let r = Tensor::<4>::random(
+                [3, channels, side / 2, side / 2],
+                Distribution::Default,
+                &device,
+            );
+            let pass = |out: Tensor<4>| {
+                let grads = (out.clone() * r.clone()).sum().backward();
+                (
+                    out.into_data(),
+                    x.grad(&grads).expect("input gradient").into_data(),
+                )
+            };
+            let (ours, ours_grad) = pass(pool_relu(x.clone(), &pool));
+            let (plain, plain_grad) = pass(activation::relu(pool.forward(x.clone())));
+            let what = format!("{} channels={channels} side={side}", backend.name());
+            ours.assert_eq(&plain, true);
+            ours_grad.assert_approx_eq::<f32>(&plain_grad, Tolerance::absolute(1e-6));
+            let routed = ours_grad.iter::<f32>().filter(|g| *g != 0.0).count();
+            // One gradient per open window: about a quarter of the input.
+            assert!(
+                routed > x.dims().iter().product::<usize>() / 8,
+                "{what}: {routed}"
+            );
+        }
+    }
+}
+
+#[test]
+fn other_poolings_run_burns_own() {
+    let pool = burn::nn::pool::MaxPool2dConfig::new([3, 3]).init();
+    for (_, device) in test_devices() {
+        let x = Tensor::<4>::random([2, 3, 9, 9], Distribution::Default, &device);
+        let out = pool_relu(x.clone(), &pool);
+        assert_eq!(out.dims(), [2, 3, 3, 3]);
+        out.into_data()
+            .assert_eq(&activation::relu(pool.forward(x)).into_data(), true);
+    }
+}

@@ -1,0 +1,464 @@
+//! Batch norm in training mode as one backend operation with its own
+//! backward pass ([`batch_norm`]), for the batch norms of seed-plus and HVC
+//! (HVC has twelve).
+//!
+//! Burn's `BatchNorm` already records one autodiff node, but every backend
+//! runs its generic body: the statistics are gathered by transposing the
+//! whole activation (a copy, twice forward and twice backward) and each
+//! elementwise step is its own pass over memory, or its own kernel launch on
+//! a GPU. Here:
+//!
+//! - **flex** reads the statistics in place and writes each result in one
+//!   pass ([`norm_host`](super::norm_host));
+//! - **tch** runs libtorch's own `native_batch_norm` forward, and a backward
+//!   pass of a few whole-tensor reductions with no transposes;
+//! - **ndarray** runs Burn's generic body.
+//!
+//! The running statistics are updated exactly as Burn's `BatchNorm` does, so
+//! models, checkpoints and evaluation are unchanged.
+
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::nn::BatchNorm;
+use burn::tensor::Tensor;
+
+/// Batch norm with the batch's statistics as a backend operation.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    LibTorch: cfg(feature = "tch"),
+    Autodiff,
+)]
+pub trait BatchNormOps: Backend {
+    /// `(x − mean) / √(variance + ε) · γ + β` over `x`'s dimension 1, with
+    /// each channel's mean and biased variance taken over the batch; returns
+    /// the output, the means and the variances. The default is Burn's
+    /// generic batch norm.
+    fn batch_norm_batch_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composed_forward::<Self>(x, gamma, beta, epsilon)
+    }
+}
+
+/// The backward pass a backend supplies for [`BatchNormOps`]; the default is
+/// Burn's generic one.
+pub trait BatchNormKernels: Backend {
+    /// Gradients for input, γ and β.
+    fn batch_norm_batch_stats_backward(
+        saved: NormSaved<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> NormGrads<Self> {
+        composed_backward::<Self>(saved, output_grad)
+    }
+}
+
+/// Burn's generic batch norm with batch statistics.
+pub(super) fn composed_forward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let result = B::batch_norm_train(x, gamma, beta, epsilon);
+    (result.output, result.mean, result.variance)
+}
+
+/// Burn's generic batch-norm backward pass.
+pub(super) fn composed_backward<B: Backend>(
+    saved: NormSaved<B>,
+    output_grad: FloatTensor<B>,
+) -> NormGrads<B> {
+    let NormSaved {
+        x,
+        gamma,
+        mean,
+        variance,
+        epsilon,
+    } = saved;
+    let grads = B::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+    (grads.x_grad, grads.gamma_grad, grads.beta_grad)
+}
+
+/// Gradients for input, γ and β.
+pub type NormGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// What the forward pass keeps for the backward pass.
+#[derive(Debug, Clone)]
+pub struct NormSaved<B: Backend> {
+    /// The input.
+    pub x: FloatTensor<B>,
+    /// The scale γ.
+    pub gamma: FloatTensor<B>,
+    /// The batch means.
+    pub mean: FloatTensor<B>,
+    /// The batch's biased variances.
+    pub variance: FloatTensor<B>,
+    /// ε.
+    pub epsilon: f64,
+}
+
+/// `bn.forward(x)`: in training (on an autodiff device, the layer not
+/// frozen) through [`BatchNormOps`], with the running statistics updated as
+/// Burn's `BatchNorm` updates them; otherwise Burn's own inference path.
+pub fn batch_norm<const D: usize>(x: Tensor<D>, bn: &BatchNorm) -> Tensor<D> {
+    if !(x.device().is_autodiff() && bn.training.is_enabled()) {
+        return bn.forward(x);
+    }
+    let device = x.device();
+    let (output, mean, variance) = Dispatch::batch_norm_batch_stats(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+    );
+    let blend = |running: Tensor<1>, batch: Tensor<1>| {
+        running
+            .to_device(&device)
+            .mul_scalar(1.0 - bn.momentum)
+            .add(batch.detach().mul_scalar(bn.momentum))
+            .detach()
+    };
+    let (mean, variance) = (
+        Tensor::<1>::from_dispatch(mean),
+        Tensor::<1>::from_dispatch(variance),
+    );
+    bn.running_mean
+        .update(blend(bn.running_mean.value_sync(), mean));
+    bn.running_var
+        .update(blend(bn.running_var.value_sync(), variance));
+    Tensor::from_dispatch(output)
+}
+
+#[cfg(feature = "ndarray")]
+mod ndarray_impl {
+    use super::{BatchNormKernels, BatchNormOps};
+    use burn::backend::NdArray;
+
+    impl BatchNormOps for NdArray {}
+    impl BatchNormKernels for NdArray {}
+}
+
+#[cfg(feature = "tch")]
+mod tch_impl {
+    //! On a GPU, libtorch's own batch norm forward (one kernel) and a
+    //! backward pass of whole-tensor reductions over every dimension but the
+    //! channels (no transposes), instead of the generic path's two dozen
+    //! launches. On the CPU the generic path stays: there it measured faster
+    //! in HVC's training step (docs/performance.md).
+
+    use super::{
+        BatchNormKernels, BatchNormOps, NormGrads, NormSaved, composed_backward, composed_forward,
+    };
+    use burn::backend::LibTorch;
+    use burn::backend::libtorch::TchTensor;
+    use burn::backend::tensor::FloatTensor;
+
+    impl BatchNormOps for LibTorch {
+        fn batch_norm_batch_stats(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            epsilon: f64,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            if x.tensor.device() == tch::Device::Cpu {
+                return composed_forward::<Self>(x, gamma, beta, epsilon);
+            }
+            native_forward(&x, &gamma, &beta, epsilon)
+        }
+    }
+
+    impl BatchNormKernels for LibTorch {
+        fn batch_norm_batch_stats_backward(
+            saved: NormSaved<Self>,
+            output_grad: FloatTensor<Self>,
+        ) -> NormGrads<Self> {
+            if saved.x.tensor.device() == tch::Device::Cpu {
+                return composed_backward::<Self>(saved, output_grad);
+            }
+            native_backward(&saved, &output_grad)
+        }
+    }
+
+    pub(super) fn native_forward(
+        x: &TchTensor,
+        gamma: &TchTensor,
+        beta: &TchTensor,
+        epsilon: f64,
+    ) -> (TchTensor, TchTensor, TchTensor) {
+        let (output, mean, inv_std) = x.tensor.native_batch_norm(
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
+            None,
+            None,
+            true,
+            0.0,
+            epsilon,
+        );
+        // libtorch returns 1 / √(variance + ε); the running average wants
+        // the biased variance itself.
+        let variance = inv_std.pow_tensor_scalar(-2.0) - epsilon;
+        (
+            TchTensor::new(output),
+            TchTensor::new(mean),
+            TchTensor::new(variance),
+        )
+    }
+
+    pub(super) fn native_backward(
+        saved: &NormSaved<LibTorch>,
+        output_grad: &TchTensor,
+    ) -> NormGrads<LibTorch> {
+        let (x, g) = (&saved.x.tensor, &output_grad.tensor);
+        let rank = x.dim();
+        let reduced: Vec<i64> = (0..rank as i64).filter(|&d| d != 1).collect();
+        let count = (x.numel() / x.size()[1] as usize) as f64;
+        // Per-channel values broadcast as [1, C, 1, …].
+        let mut per_channel = vec![1i64; rank];
+        per_channel[1] = -1;
+        let channel = |t: &tch::Tensor| t.reshape(&per_channel);
+        let inv_std = channel(&(&saved.variance.tensor + saved.epsilon).rsqrt());
+        let normalized = (x - channel(&saved.mean.tensor)) * &inv_std;
+        let kind = x.kind();
+        let beta_grad = g.sum_dim_intlist(reduced.as_slice(), false, kind);
+        let gamma_grad = (g * &normalized).sum_dim_intlist(reduced.as_slice(), false, kind);
+        let x_grad = channel(&saved.gamma.tensor)
+            * inv_std
+            * (g - channel(&beta_grad) / count - normalized * channel(&gamma_grad) / count);
+        (
+            TchTensor::new(x_grad),
+            TchTensor::new(gamma_grad),
+            TchTensor::new(beta_grad),
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        //! The GPU path's mathematics, checked on the CPU against the
+        //! generic path (the same libtorch operations run on CUDA).
+
+        use super::*;
+        use burn::backend::TensorMetadata;
+        use burn::tensor::{TensorData, Tolerance};
+
+        fn random(shape: &[i64], seed: i64) -> TchTensor {
+            tch::manual_seed(seed);
+            TchTensor::new(tch::Tensor::randn(
+                shape,
+                (tch::Kind::Float, tch::Device::Cpu),
+            ))
+        }
+
+        fn data(t: TchTensor) -> TensorData {
+            let shape = t.shape();
+            let values: Vec<f32> = Vec::try_from(t.tensor.flatten(0, -1)).unwrap();
+            TensorData::new(values, shape)
+        }
+
+        #[test]
+        fn native_batch_norm_matches_the_generic_path() {
+            for shape in [vec![6i64, 5, 7, 9], vec![8, 10, 12]] {
+                let channels = shape[1];
+                let (x, g) = (random(&shape, 1), random(&shape, 2));
+                let (gamma, beta) = (random(&[channels], 3), random(&[channels], 4));
+                let ours = native_forward(&x, &gamma, &beta, 1e-5);
+                let generic =
+                    composed_forward::<LibTorch>(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+                let saved = |mean: &TchTensor, variance: &TchTensor| NormSaved::<LibTorch> {
+                    x: x.clone(),
+                    gamma: gamma.clone(),
+                    mean: mean.clone(),
+                    variance: variance.clone(),
+                    epsilon: 1e-5,
+                };
+                let ours_grads = native_backward(&saved(&ours.1, &ours.2), &g);
+                let generic_grads =
+                    composed_backward::<LibTorch>(saved(&generic.1, &generic.2), g.clone());
+                let pairs = [
+                    (ours.0, generic.0),
+                    (ours.1, generic.1),
+                    (ours.2, generic.2),
+                    (ours_grads.0, generic_grads.0),
+                    (ours_grads.1, generic_grads.1),
+                    (ours_grads.2, generic_grads.2),
+                ];
+                for (ours, generic) in pairs {
+                    data(ours).assert_approx_eq::<f32>(&data(generic), Tolerance::absolute(1e-4));
+                }
+            }
+        }
+    }
+}
+
+/// Batch norm as one autodiff node.
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl<B: BatchNormKernels> Backward<B, 3> for BatchNormBackward {
+    type State = NormSaved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [x, gamma, beta] = ops.parents.map(|node| node.map(|node| node.id));
+        let output_grad = grads.consume::<B>(&ops.node);
+        let (x_grad, gamma_grad, beta_grad) =
+            B::batch_norm_batch_stats_backward(ops.state, output_grad);
+        for (id, grad) in [(x, x_grad), (gamma, gamma_grad), (beta, beta_grad)] {
+            if let Some(id) = id {
+                grads.register::<B>(id, grad);
+            }
+        }
+    }
+}
+
+impl<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy> BatchNormOps for Autodiff<B, C> {
+    fn batch_norm_batch_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let guards = [x.node(), gamma.node(), beta.node()];
+        let (x, gamma, beta) = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
+        let (output, mean, variance) = match BatchNormBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, mean, variance) =
+                    B::batch_norm_batch_stats(x.clone(), gamma.clone(), beta, epsilon);
+                let saved = NormSaved {
+                    x,
+                    gamma,
+                    mean: mean.clone(),
+                    variance: variance.clone(),
+                    epsilon,
+                };
+                (prep.finish(saved, output), mean, variance)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (output, mean, variance) = B::batch_norm_batch_stats(x, gamma, beta, epsilon);
+                (prep.finish(output), mean, variance)
+            }
+        };
+        // The statistics feed running averages only: constants to autodiff.
+        (
+            output,
+            FloatTensor::<Self>::new(mean),
+            FloatTensor::<Self>::new(variance),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::test_devices;
+    use burn::module::Param;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::{Device, Distribution, TensorData, Tolerance};
+
+    /// A batch norm with γ and β away from their initial 1 and 0.
+    fn layer(channels: usize, device: &Device) -> BatchNorm {
+        let mut bn = BatchNormConfig::new(channels).init(device);
+        let ramp = |start: f32, step: f32| {
+            let values: Vec<f32> = (0..channels).map(|c| start + step * c as f32).collect();
+            Param::from_tensor(Tensor::from_data(
+                TensorData::new(values, [channels]),
+                device,
+            ))
+        };
+        bn.gamma = ramp(0.5, 0.25);
+        bn.beta = ramp(-0.3, 0.1);
+        bn
+    }
+
+    /// Output, input, γ and β gradients of `Σ norm(x) · r`, then the running
+    /// mean and variance after the step.
+    fn run<const D: usize>(
+        x: &Tensor<D>,
+        r: &Tensor<D>,
+        norm: impl Fn(Tensor<D>, &BatchNorm) -> Tensor<D>,
+    ) -> [TensorData; 6] {
+        let bn = layer(x.dims()[1], &x.device());
+        let x = x.clone().require_grad();
+        let out = norm(x.clone(), &bn);
+        let grads = (out.clone() * r.clone()).sum().backward();
+        [
+            out.into_data(),
+            x.grad(&grads).expect("input gradient").into_data(),
+            bn.gamma.grad(&grads).expect("γ gradient").into_data(),
+            bn.beta.grad(&grads).expect("β gradient").into_data(),
+            bn.running_mean.value_sync().into_data(),
+            bn.running_var.value_sync().into_data(),
+        ]
+    }
+
+    fn assert_matches_burn<const D: usize>(dims: [usize; D]) {
+        for (backend, device) in test_devices() {
+            let device = device.autodiff();
+            let x = Tensor::<D>::random(dims, Distribution::Normal(0.7, 2.0), &device);
+            let r = Tensor::<D>::random(dims, Distribution::Uniform(-1.0, 1.0), &device);
+            let ours = run(&x, &r, batch_norm);
+            let burn = run(&x, &r, |x, bn| bn.forward(x));
+            let names = [
+                "output",
+                "input grad",
+                "γ grad",
+                "β grad",
+                "running mean",
+                "running var",
+            ];
+            for ((ours, burn), name) in ours.into_iter().zip(burn).zip(names) {
+                assert!(
+                    ours.clone().iter::<f32>().any(|v| v.abs() > 1e-3),
+                    "{backend}: {name} is all zeros"
+                );
+                ours.assert_approx_eq::<f32>(&burn, Tolerance::absolute(5e-4));
+            }
+        }
+    }
+
+    #[test]
+    fn matches_burns_batch_norm_on_feature_maps() {
+        assert_matches_burn([6, 5, 7, 9]);
+    }
+
+    #[test]
+    fn matches_burns_batch_norm_on_capsules() {
+        // HVC's class capsules: [batch, classes, capsule dims].
+        assert_matches_burn([8, 10, 12]);
+    }
+
+    #[test]
+    fn inference_uses_the_running_statistics() {
+        let (_, device) = test_devices().remove(0);
+        let bn = layer(3, &device);
+        let x = Tensor::<4>::random([2, 3, 4, 4], Distribution::Default, &device);
+        let ours = batch_norm(x.clone(), &bn).into_data();
+        ours.assert_eq(&bn.forward(x).into_data(), true);
+        // Nothing was learned from the batch.
+        bn.running_mean
+            .value_sync()
+            .into_data()
+            .assert_eq(&TensorData::new(vec![0.0f32; 3], [3]), true);
+    }
+}

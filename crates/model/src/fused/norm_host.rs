@@ -1,0 +1,398 @@
+//! Host (CPU) kernels for batch norm with the batch's own statistics, and
+//! its gradients, on plain `f32` slices laid out `[batch, channels, rest…]`.
+//!
+//! Burn's generic batch norm gathers each channel's values by transposing
+//! the whole activation (`swap_dims(0, 1)` then a copy) once for the mean,
+//! once for the variance and twice more in the backward pass, and makes a
+//! pass over memory per elementwise operation in between. Here the
+//! statistics are read in place, a channel's `batch` runs of `plane`
+//! values at a time, and each output is written in one pass.
+//!
+//! Each run (one image's plane of one channel) is summed in `f32` vector
+//! lanes, and the runs' sums are added in `f64`: a channel of HVC's first
+//! layer holds 120 × 676 values, too many for one `f32` running sum.
+
+use rayon::prelude::*;
+
+/// The layout of a batch-norm input: `[batch, channels, plane…]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormShape {
+    /// Leading dimension.
+    pub batch: usize,
+    /// The normalised dimension.
+    pub channels: usize,
+    /// Product of the dimensions after the channels (1 for `[batch, channels]`).
+    pub plane: usize,
+}
+
+impl NormShape {
+    /// Values per channel: what each mean is taken over.
+    pub fn per_channel(&self) -> usize {
+        self.batch * self.plane
+    }
+
+    /// Elements of the input.
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.plane
+    }
+
+    /// Whether the input is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `batch` runs of `plane` values that make up channel `c`.
+    fn runs<'a>(&self, values: &'a [f32], c: usize) -> impl Iterator<Item = &'a [f32]> {
+        let (plane, stride) = (self.plane, self.channels * self.plane);
+        (0..self.batch).map(move |b| &values[b * stride + c * plane..][..plane])
+    }
+}
+
+/// The normalised output, and each channel's mean and biased variance
+/// (what a running average of the statistics is fed).
+pub struct NormForward {
+    /// `(x − mean) / √(variance + ε) · γ + β`.
+    pub output: Vec<f32>,
+    /// Per channel.
+    pub mean: Vec<f32>,
+    /// Per channel, divided by the count (not count − 1).
+    pub variance: Vec<f32>,
+}
+
+/// Gradients of batch norm.
+pub struct NormGrads {
+    /// With respect to the input.
+    pub input: Vec<f32>,
+    /// With respect to γ.
+    pub gamma: Vec<f32>,
+    /// With respect to β.
+    pub beta: Vec<f32>,
+}
+
+/// Batch norm over each channel's values in the batch.
+///
+/// # Panics
+/// If the slices' lengths do not match `shape`.
+pub fn forward(
+    shape: &NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> NormForward {
+    check_lengths(shape, x, gamma);
+    assert_eq!(beta.len(), shape.channels, "beta has one value per channel");
+    let count = shape.per_channel() as f64;
+    let (mean, variance): (Vec<f32>, Vec<f32>) = (0..shape.channels)
+        .into_par_iter()
+        .map(|c| {
+            let mean = shape
+                .runs(x, c)
+                .map(|run| lane_sum(run, |v| v))
+                .sum::<f64>()
+                / count;
+            let m = mean as f32;
+            let squares: f64 = shape
+                .runs(x, c)
+                .map(|run| lane_sum(run, |v| (v - m) * (v - m)))
+                .sum();
+            (m, (squares / count) as f32)
+        })
+        .unzip();
+    // Per channel, output = x · scale + shift.
+    let (scale, shift): (Vec<f32>, Vec<f32>) = (0..shape.channels)
+        .map(|c| {
+            let scale = f64::from(gamma[c]) / (f64::from(variance[c]) + epsilon).sqrt();
+            let shift = f64::from(beta[c]) - f64::from(mean[c]) * scale;
+            (scale as f32, shift as f32)
+        })
+        .unzip();
+    let mut output = vec![0.0f32; shape.len()];
+    for_each_run(shape, &mut output, |c, out, offset| {
+        let input = &x[offset..][..out.len()];
+        for (o, &v) in out.iter_mut().zip(input) {
+            *o = v * scale[c] + shift[c];
+        }
+    });
+    NormForward {
+        output,
+        mean,
+        variance,
+    }
+}
+
+/// Gradients of [`forward`] given its input, γ, the statistics it
+/// returned and the output's gradient:
+///
+/// - `∂β = Σ g`, `∂γ = Σ g · x̂` over each channel, with `x̂ = (x − mean) / σ`;
+/// - `∂x = γ / σ · (g − ∂β / n − x̂ · ∂γ / n)`.
+///
+/// # Panics
+/// If the slices' lengths do not match `shape`.
+pub fn backward(
+    shape: &NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    variance: &[f32],
+    epsilon: f64,
+    output_grad: &[f32],
+) -> NormGrads {
+    check_lengths(shape, x, gamma);
+    assert_eq!(output_grad.len(), x.len(), "one gradient per input value");
+    assert_eq!(mean.len(), shape.channels, "one mean per channel");
+    assert_eq!(variance.len(), shape.channels, "one variance per channel");
+    let inv_std: Vec<f64> = variance
+        .iter()
+        .map(|&v| 1.0 / (f64::from(v) + epsilon).sqrt())
+        .collect();
+    let (beta_grad, gamma_grad): (Vec<f64>, Vec<f64>) = (0..shape.channels)
+        .into_par_iter()
+        .map(|c| {
+            let m = mean[c];
+            shape
+                .runs(x, c)
+                .zip(shape.runs(output_grad, c))
+                .fold((0.0, 0.0), |(g, gx), (run, grads)| {
+                    (g + lane_sum(grads, |v| v), gx + lane_dot(grads, run, m))
+                })
+        })
+        .unzip();
+    let gamma_grad: Vec<f64> = gamma_grad
+        .iter()
+        .zip(&inv_std)
+        .map(|(gx, s)| gx * s)
+        .collect();
+    let count = shape.per_channel() as f64;
+    // Per channel, ∂x = a · g + b · x + c, the formula above expanded.
+    let coefficients: Vec<[f32; 3]> = (0..shape.channels)
+        .map(|c| {
+            let a = f64::from(gamma[c]) * inv_std[c];
+            let mean_grad = beta_grad[c] / count;
+            // x̂ · ∂γ / n = (x − mean) · σ⁻¹ · ∂γ / n
+            let b = -a * inv_std[c] * gamma_grad[c] / count;
+            let constant = -a * mean_grad - b * f64::from(mean[c]);
+            [a as f32, b as f32, constant as f32]
+        })
+        .collect();
+    let mut input_grad = vec![0.0f32; shape.len()];
+    for_each_run(shape, &mut input_grad, |c, out, offset| {
+        let [a, b, constant] = coefficients[c];
+        let grads = &output_grad[offset..][..out.len()];
+        let input = &x[offset..][..out.len()];
+        for ((o, &g), &v) in out.iter_mut().zip(grads).zip(input) {
+            *o = a * g + b * v + constant;
+        }
+    });
+    NormGrads {
+        input: input_grad,
+        gamma: gamma_grad.into_iter().map(|g| g as f32).collect(),
+        beta: beta_grad.into_iter().map(|g| g as f32).collect(),
+    }
+}
+
+/// Lanes of the partial sums below: eight independent `f32` accumulators
+/// that the compiler keeps in one vector register.
+const LANES: usize = 8;
+
+/// `Σ f(v)` over one run, in `f32` lanes (a run is at most a plane, a few
+/// hundred values), returned as `f64` for the sum over the batch.
+fn lane_sum(run: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = run.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    f64::from(tail) + lanes.iter().map(|&l| f64::from(l)).sum::<f64>()
+}
+
+/// `Σ g · (v − m)` over one run, in `f32` lanes.
+fn lane_dot(grads: &[f32], run: &[f32], m: f32) -> f64 {
+    let mut lanes = [0.0f32; LANES];
+    let (g_chunks, v_chunks) = (grads.chunks_exact(LANES), run.chunks_exact(LANES));
+    let tail: f32 = g_chunks
+        .remainder()
+        .iter()
+        .zip(v_chunks.remainder())
+        .map(|(&g, &v)| g * (v - m))
+        .sum();
+    for (g, v) in g_chunks.zip(v_chunks) {
+        for ((lane, &g), &v) in lanes.iter_mut().zip(g).zip(v) {
+            *lane += g * (v - m);
+        }
+    }
+    f64::from(tail) + lanes.iter().map(|&l| f64::from(l)).sum::<f64>()
+}
+
+/// Calls `f(channel, run, offset)` for every `plane`-long run of `values`,
+/// in parallel, where `offset` is the run's start in the whole tensor.
+fn for_each_run(
+    shape: &NormShape,
+    values: &mut [f32],
+    f: impl Fn(usize, &mut [f32], usize) + Sync,
+) {
+    let plane = shape.plane.max(1);
+    // Runs can be short (HVC's capsule batch norm: 64–160 values), so hand
+    // rayon whole images, not single runs.
+    let image = shape.channels * plane;
+    values
+        .par_chunks_mut(image.max(1))
+        .enumerate()
+        .for_each(|(b, image_values)| {
+            for (c, run) in image_values.chunks_mut(plane).enumerate() {
+                f(c, run, b * image + c * plane);
+            }
+        });
+}
+
+fn check_lengths(shape: &NormShape, x: &[f32], gamma: &[f32]) {
+    assert_eq!(x.len(), shape.len(), "input does not match {shape:?}");
+    assert_eq!(
+        gamma.len(),
+        shape.channels,
+        "gamma has one value per channel"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-2.0..3.0)).collect()
+    }
+
+    /// Batch norm straight from its definition, index by index.
+    fn naive_forward(
+        s: &NormShape,
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f64,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let at = |b: usize, c: usize, i: usize| (b * s.channels + c) * s.plane + i;
+        let n = s.per_channel() as f64;
+        let mut mean = vec![0.0; s.channels];
+        let mut var = vec![0.0; s.channels];
+        let mut out = vec![0.0; s.len()];
+        for c in 0..s.channels {
+            for b in 0..s.batch {
+                for i in 0..s.plane {
+                    mean[c] += f64::from(x[at(b, c, i)]) / n;
+                }
+            }
+            for b in 0..s.batch {
+                for i in 0..s.plane {
+                    var[c] += (f64::from(x[at(b, c, i)]) - mean[c]).powi(2) / n;
+                }
+            }
+            for b in 0..s.batch {
+                for i in 0..s.plane {
+                    let xhat = (f64::from(x[at(b, c, i)]) - mean[c]) / (var[c] + eps).sqrt();
+                    out[at(b, c, i)] = xhat * f64::from(gamma[c]) + f64::from(beta[c]);
+                }
+            }
+        }
+        (out, mean, var)
+    }
+
+    fn close(ours: &[f32], expected: &[f64], tolerance: f64, what: &str) {
+        assert_eq!(ours.len(), expected.len(), "{what}");
+        for (i, (&a, &b)) in ours.iter().zip(expected).enumerate() {
+            assert!(
+                (f64::from(a) - b).abs() <= tolerance * (1.0 + b.abs()),
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+
+    const SHAPES: [NormShape; 3] = [
+        NormShape {
+            batch: 3,
+            channels: 4,
+            plane: 25,
+        },
+        // HVC's capsule batch norm: [batch, classes, capsule dims].
+        NormShape {
+            batch: 5,
+            channels: 10,
+            plane: 7,
+        },
+        // A plain [batch, features] input.
+        NormShape {
+            batch: 6,
+            channels: 3,
+            plane: 1,
+        },
+    ];
+
+    #[test]
+    fn forward_matches_the_definition() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for s in SHAPES {
+            let x = random(s.len(), &mut rng);
+            let gamma = random(s.channels, &mut rng);
+            let beta = random(s.channels, &mut rng);
+            let ours = forward(&s, &x, &gamma, &beta, 1e-5);
+            let (out, mean, var) = naive_forward(&s, &x, &gamma, &beta, 1e-5);
+            close(&ours.output, &out, 1e-5, "output");
+            close(&ours.mean, &mean, 1e-6, "mean");
+            close(&ours.variance, &var, 1e-6, "variance");
+        }
+    }
+
+    /// `Σ forward(x)·r`, the scalar whose gradient `backward` gives for `g = r`.
+    fn objective(s: &NormShape, x: &[f32], gamma: &[f32], beta: &[f32], r: &[f32]) -> f64 {
+        let x: Vec<f32> = x.to_vec();
+        let (out, _, _) = naive_forward(s, &x, gamma, beta, 1e-5);
+        out.iter().zip(r).map(|(o, &r)| o * f64::from(r)).sum()
+    }
+
+    #[test]
+    fn backward_matches_central_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for s in SHAPES {
+            let x = random(s.len(), &mut rng);
+            let gamma = random(s.channels, &mut rng);
+            let beta = random(s.channels, &mut rng);
+            let r = random(s.len(), &mut rng);
+            let stats = forward(&s, &x, &gamma, &beta, 1e-5);
+            let grads = backward(&s, &x, &gamma, &stats.mean, &stats.variance, 1e-5, &r);
+            let h = 1e-2f32;
+            let numeric = |values: &[f32], i: usize, f: &dyn Fn(&[f32]) -> f64| {
+                let (mut up, mut down) = (values.to_vec(), values.to_vec());
+                up[i] += h;
+                down[i] -= h;
+                (f(&up) - f(&down)) / (2.0 * f64::from(h))
+            };
+            let by_x: Vec<f64> = (0..x.len())
+                .map(|i| numeric(&x, i, &|x| objective(&s, x, &gamma, &beta, &r)))
+                .collect();
+            let by_gamma: Vec<f64> = (0..s.channels)
+                .map(|i| numeric(&gamma, i, &|g| objective(&s, &x, g, &beta, &r)))
+                .collect();
+            let by_beta: Vec<f64> = (0..s.channels)
+                .map(|i| numeric(&beta, i, &|b| objective(&s, &x, &gamma, b, &r)))
+                .collect();
+            close(&grads.input, &by_x, 2e-3, "input gradient");
+            close(&grads.gamma, &by_gamma, 2e-3, "gamma gradient");
+            close(&grads.beta, &by_beta, 2e-3, "beta gradient");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "gamma has one value per channel")]
+    fn mismatched_parameters_are_refused() {
+        let s = NormShape {
+            batch: 2,
+            channels: 3,
+            plane: 4,
+        };
+        forward(&s, &[0.0; 24], &[1.0; 2], &[0.0; 3], 1e-5);
+    }
+}
