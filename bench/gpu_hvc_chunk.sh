@@ -18,7 +18,9 @@
 # the authors' own pipeline, as the paper trained) or ranges (the recipe's
 # uniform ranges, as the compressed 99.50% runs used). Later leases resume
 # with the run's own settings. DEVICE (default cuda:0) and EXTRA (e.g. a
-# --train-limit) let it be tried on a CPU first.
+# --train-limit) let it be tried on a CPU first (with BENCH=0: the step
+# benchmarks take minutes there). Run it from the repository root, where
+# `mnist bench --python` finds bench/torch_bench.py.
 set -uo pipefail
 files=(model.safetensors ema.safetensors optimizer.bpk state.json)
 
@@ -45,6 +47,15 @@ export MNIST_DATA_DIR=$dir/mnist-data
 mnist=$dir/mnist
 chmod +x "$mnist"
 run=$dir/hvc-run
+
+# Training-step times of mnist-rs (tch) and PyTorch on this GPU, measured in
+# the same minute: about a minute for the three recipes. BENCH=0 skips them.
+if [ "${BENCH:-1}" = 1 ]; then
+    for recipe in hvc seed-plus notebook; do
+        timeout 120 "$mnist" bench --recipe "$recipe" --backend tch --device "$device" \
+            --python python3 2>&1 | tee -a "$out/bench.txt"
+    done
+fi
 
 # Train until a minute before the budget ends: the report and copies follow.
 minutes=$(python3 -c "print(max(0.0, ($budget - ($SECONDS - $started) - 60) / 60))")
