@@ -1,6 +1,7 @@
-//! The fused layer, the plain convolution and batch norm on flex: the
-//! [`host`](super::host) and [`norm_host`](super::norm_host) kernels on the
-//! tensors' own memory. Anything but `f32` takes the composed default.
+//! The fused layer, the plain convolution, pooling + ReLU and batch norm on
+//! flex: the [`host`](super::host) and [`norm_host`](super::norm_host)
+//! kernels on the tensors' own memory. Anything but `f32` takes the
+//! composed default.
 
 use super::batch_norm::{self, BatchNormKernels, BatchNormOps, NormGrads, NormSaved};
 use super::host::{self, ConvPoolShape};

@@ -1,5 +1,6 @@
-//! Host (CPU) kernels for `relu(max_pool_2×2(conv2d(x)))` and for a plain
-//! "same" convolution, with their gradients.
+//! Host (CPU) kernels for `relu(max_pool_2×2(conv2d(x)))`, for a plain
+//! "same" convolution and for `relu(max_pool_2×2(x))` alone, with their
+//! gradients.
 //!
 //! Plain `f32` slices in NCHW order, so these are tested against naive loops
 //! without any backend. The convolution is an im2col per image followed by

@@ -1,8 +1,10 @@
-//! Two convolution layers with their own backward passes, through Burn's
-//! backend-extension API: `relu(max_pool_2×2(conv2d(x)))` as one fused
-//! operation, the seed CNN's two feature layers ([`conv_pool_relu`]), and a
-//! plain "same" convolution ([`conv_same`]), seed-plus's, where batch norm
-//! sits between the convolution and the pooling.
+//! Layers with their own backward passes, through Burn's backend-extension
+//! API: `relu(max_pool_2×2(conv2d(x)))` as one fused operation, the seed
+//! CNN's two feature layers ([`conv_pool_relu`]); a plain "same"
+//! convolution ([`conv_same`]) and `relu(max_pool_2×2(x))` ([`pool_relu`]),
+//! seed-plus's, where batch norm sits between the convolution and the
+//! pooling; and batch norm in training ([`batch_norm`], seed-plus's and
+//! HVC's, in its own module).
 //!
 //! The models call them with a tensor and never name a backend. Burn routes
 //! each call by the tensor's device:
