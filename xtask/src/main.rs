@@ -5,7 +5,8 @@
 //!   `mnist` binary in release with the backend the arguments ask for, then
 //!   run it with the arguments unchanged (`train` first downloads the data
 //!   when it is missing);
-//!   (`cargo xtask bench` times each compiled backend; see `docs/performance.md`).
+//!   (`cargo xtask bench [--recipe R]` times a training step on each compiled
+//!   backend, beside PyTorch with `--python`; see `docs/performance.md`).
 
 // Tests may unwrap: a panic there is a failing test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]

@@ -57,7 +57,7 @@ enum Command {
     },
     /// List the backends compiled into this binary.
     Backends,
-    /// Time training steps and inference on each compiled backend.
+    /// Time a recipe's training step and inference on each compiled backend.
     Bench(bench::BenchArgs),
 }
 

@@ -302,6 +302,27 @@ fn an_unwritable_out_fails_before_training() {
 }
 
 #[test]
+fn bench_off_the_cpu_names_the_backend_it_needs() {
+    let stderr = fails(mnist().args([
+        "bench",
+        "--quick",
+        "--backend",
+        "flex",
+        "--device",
+        "cuda:0",
+    ]));
+    assert!(
+        stderr.contains("use `--backend tch --device cuda:0`"),
+        "{stderr}"
+    );
+    let backends = String::from_utf8(ok(mnist().arg("backends")).stdout).unwrap();
+    if !backends.contains("tch      compiled in") {
+        let stderr = fails(mnist().args(["bench", "--quick", "--device", "cuda:0"]));
+        assert!(stderr.contains("rebuild with --features tch"), "{stderr}");
+    }
+}
+
+#[test]
 fn bench_with_a_python_that_cannot_run_says_so() {
     let stderr = fails(mnist().args([
         "bench",
