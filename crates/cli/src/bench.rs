@@ -16,17 +16,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Args;
-use mnist_model::{BackendKind, DeviceSpec, ModelKind};
-use mnist_optim::{OptimizerKind, WeightEma};
+use mnist_model::{BackendKind, DeviceSpec};
+use mnist_optim::WeightEma;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Recipe, workspace_root};
+use crate::config::{HyperParams, Recipe, workspace_root};
 
 /// `mnist bench` arguments.
 #[derive(Args, Debug)]
@@ -59,59 +58,38 @@ pub struct BenchArgs {
     threads: Option<usize>,
 }
 
-/// What one training step runs: a recipe's choices, resolved.
-#[derive(Debug, Clone)]
-struct Workload {
-    model: ModelKind,
-    batch_size: usize,
-    lr: f64,
-    optimizer: OptimizerKind,
-    weight_decay: f64,
-    label_smoothing: f64,
-    ema_decay: f64,
-    epochs: usize,
+/// What one training step runs: the recipe's settings, `--batch-size`
+/// applied, checked as `mnist train` checks them.
+fn workload(recipe: Recipe, batch_size: Option<usize>) -> Result<HyperParams> {
+    let mut hyper = recipe.hyper_params();
+    if let Some(batch_size) = batch_size {
+        hyper.batch_size = batch_size;
+    }
+    hyper.validate()?;
+    Ok(hyper)
 }
 
-impl Workload {
-    fn of(recipe: Recipe, batch_size: Option<usize>) -> Result<Self> {
-        let hyper = recipe.hyper_params();
-        let batch_size = batch_size.unwrap_or(hyper.batch_size);
-        if batch_size == 0 {
-            bail!("--batch-size must be at least 1");
-        }
-        Ok(Self {
-            model: hyper.model_kind()?,
-            batch_size,
-            lr: hyper.lr,
-            optimizer: hyper.optimizer_kind()?,
-            weight_decay: hyper.weight_decay,
-            label_smoothing: hyper.label_smoothing,
-            ema_decay: hyper.ema_decay,
-            epochs: hyper.epochs,
-        })
-    }
+/// Steps in an epoch of MNIST's 60,000 training images.
+fn steps_per_epoch(hyper: &HyperParams) -> usize {
+    TRAIN_IMAGES.div_ceil(hyper.batch_size)
+}
 
-    /// Steps in an epoch of MNIST's 60,000 training images.
-    fn steps_per_epoch(&self) -> usize {
-        TRAIN_IMAGES.div_ceil(self.batch_size)
-    }
-
-    /// The same workload for `bench/torch_bench.py`.
-    fn torch_flags(&self) -> Vec<String> {
-        [
-            ("--model", self.model.name().to_string()),
-            ("--batch-size", self.batch_size.to_string()),
-            ("--lr", self.lr.to_string()),
-            ("--optimizer", self.optimizer.name().to_string()),
-            ("--weight-decay", self.weight_decay.to_string()),
-            ("--label-smoothing", self.label_smoothing.to_string()),
-            ("--ema", self.ema_decay.to_string()),
-            ("--epochs", self.epochs.to_string()),
-        ]
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_string(), value])
-        .collect()
-    }
+/// The same workload for `bench/torch_bench.py` (model and optimizer by
+/// the names both sides use).
+fn torch_flags(hyper: &HyperParams) -> Vec<String> {
+    [
+        ("--model", hyper.model.clone()),
+        ("--batch-size", hyper.batch_size.to_string()),
+        ("--lr", hyper.lr.to_string()),
+        ("--optimizer", hyper.optimizer.clone()),
+        ("--weight-decay", hyper.weight_decay.to_string()),
+        ("--label-smoothing", hyper.label_smoothing.to_string()),
+        ("--ema", hyper.ema_decay.to_string()),
+        ("--epochs", hyper.epochs.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect()
 }
 
 /// MNIST's training images: what an epoch is.
@@ -134,7 +112,7 @@ pub struct BenchResult {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let workload = Workload::of(args.recipe, args.batch_size)?;
+    let workload = workload(args.recipe, args.batch_size)?;
     let spec: DeviceSpec = args.device.parse()?;
     let backends: Vec<BackendKind> = if args.backend.is_empty() {
         // Off the CPU, only the backends that can drive the device.
@@ -166,7 +144,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             &device,
             &workload,
             [warmup, steps, eval_batches],
-        ));
+        )?);
     }
     let peak_rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
     let pytorch = match &args.python {
@@ -177,7 +155,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let threads = args
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let mut flags = workload.torch_flags();
+            let mut flags = torch_flags(&workload);
             for (flag, value) in [
                 ("--warmup", warmup),
                 ("--steps", steps),
@@ -247,20 +225,16 @@ fn random_batch(rng: &mut ChaCha8Rng, n: usize, device: &Device) -> (Tensor<4>, 
 fn measure(
     backend: BackendKind,
     device: &Device,
-    workload: &Workload,
+    workload: &HyperParams,
     [warmup, steps, eval_batches]: [usize; 3],
-) -> BenchResult {
+) -> Result<BenchResult> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let batch = workload.batch_size;
     let train_device = device.clone().autodiff();
-    let mut model = workload.model.init(0, &train_device);
-    let mut optim = workload.optimizer.init(workload.weight_decay);
+    let mut model = workload.model_kind()?.init(0, &train_device);
+    let mut optim = workload.optimizer_kind()?.init(workload.weight_decay);
     let mut ema = (workload.ema_decay > 0.0).then(|| WeightEma::new(&model, workload.ema_decay, 0));
-    let mut loss_config = CrossEntropyLossConfig::new();
-    if workload.label_smoothing > 0.0 {
-        loss_config = loss_config.with_smoothing(Some(workload.label_smoothing as f32));
-    }
-    let loss_fn = loss_config.init(&train_device);
+    let loss_fn = workload.loss(&train_device);
     let (images, targets) = random_batch(&mut rng, batch, &train_device);
     let mut started = Instant::now();
     for step in 0..warmup + steps {
@@ -288,10 +262,10 @@ fn measure(
     }
     let inference_images_per_s = (eval_batches * batch) as f64 / started.elapsed().as_secs_f64();
 
-    let epoch_s = ms_per_step * workload.steps_per_epoch() as f64 / 1e3;
-    BenchResult {
+    let epoch_s = ms_per_step * steps_per_epoch(workload) as f64 / 1e3;
+    Ok(BenchResult {
         backend: backend.to_string(),
-        model: workload.model.name().to_string(),
+        model: workload.model.clone(),
         batch_size: batch,
         steps,
         ms_per_step,
@@ -299,7 +273,7 @@ fn measure(
         projected_run_s: epoch_s * workload.epochs as f64,
         train_images_per_s: batch as f64 * 1e3 / ms_per_step,
         inference_images_per_s,
-    }
+    })
 }
 
 /// PyTorch's name for the device `spec` names.
@@ -362,21 +336,23 @@ fn peak_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mnist_model::ModelKind;
+    use mnist_optim::OptimizerKind;
 
     #[test]
     fn the_hvc_workload_is_the_papers_recipe() {
-        let hvc = Workload::of(Recipe::Hvc, None).unwrap();
-        assert_eq!(hvc.model, ModelKind::Hvc);
+        let hvc = workload(Recipe::Hvc, None).unwrap();
+        assert_eq!(hvc.model_kind().unwrap(), ModelKind::Hvc);
         assert_eq!((hvc.batch_size, hvc.epochs), (120, 300));
-        assert_eq!(hvc.optimizer, OptimizerKind::Adam);
+        assert_eq!(hvc.optimizer_kind().unwrap(), OptimizerKind::Adam);
         assert_eq!(hvc.ema_decay, 0.999);
-        assert_eq!(hvc.steps_per_epoch(), 500);
-        let notebook = Workload::of(Recipe::Notebook, Some(1000)).unwrap();
+        assert_eq!(steps_per_epoch(&hvc), 500);
+        let notebook = workload(Recipe::Notebook, Some(1000)).unwrap();
         assert_eq!(
-            (notebook.batch_size, notebook.steps_per_epoch()),
+            (notebook.batch_size, steps_per_epoch(&notebook)),
             (1000, 60)
         );
-        assert!(Workload::of(Recipe::Notebook, Some(0)).is_err());
+        assert!(workload(Recipe::Notebook, Some(0)).is_err());
     }
 
     #[test]
@@ -384,7 +360,7 @@ mod tests {
         let script = std::fs::read_to_string(workspace_root().join("bench/torch_bench.py"))
             .expect("bench/torch_bench.py is in the repository");
         for recipe in [Recipe::Notebook, Recipe::SeedPlus, Recipe::Hvc] {
-            let flags = Workload::of(recipe, None).unwrap().torch_flags();
+            let flags = torch_flags(&workload(recipe, None).unwrap());
             for flag in flags.iter().step_by(2) {
                 assert!(
                     script.contains(&format!("add_argument(\"{flag}\"")),

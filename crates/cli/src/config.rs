@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::tensor::Device;
 use clap::Args;
 use mnist_data::Dataset;
@@ -447,6 +448,15 @@ impl HyperParams {
         self.schedule_kind(1)?;
         self.augment.validate()?;
         Ok(())
+    }
+
+    /// The training loss: cross-entropy, with the label smoothing asked for.
+    pub fn loss(&self, device: &Device) -> CrossEntropyLoss {
+        let mut config = CrossEntropyLossConfig::new();
+        if self.label_smoothing > 0.0 {
+            config = config.with_smoothing(Some(self.label_smoothing as f32));
+        }
+        config.init(device)
     }
 
     /// The network to train.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -242,11 +241,7 @@ impl Trainer<'_> {
         let steps = Batches::count(train.len(), hyper.batch_size);
         let schedule = hyper.schedule_kind(steps)?;
         let device = self.runtime.device.clone().autodiff();
-        let mut loss_config = CrossEntropyLossConfig::new();
-        if hyper.label_smoothing > 0.0 {
-            loss_config = loss_config.with_smoothing(Some(hyper.label_smoothing as f32));
-        }
-        let loss_fn = loss_config.init(&device);
+        let loss_fn = hyper.loss(&device);
         let augmentation = hyper.augment.augmentation();
         // The notebook prints four times an epoch.
         let log_every = (steps / 4).max(1);
