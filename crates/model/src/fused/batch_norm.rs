@@ -10,8 +10,9 @@
 //!
 //! - **flex** reads the statistics in place and writes each result in one
 //!   pass ([`norm_host`](super::norm_host));
-//! - **tch** runs libtorch's own `native_batch_norm` forward, and a backward
-//!   pass of a few whole-tensor reductions with no transposes;
+//! - **tch** on a GPU runs libtorch's own `native_batch_norm` forward, and a
+//!   backward pass of a few whole-tensor reductions with no transposes; on
+//!   the CPU, where that measured slower, Burn's generic body;
 //! - **ndarray** runs Burn's generic body.
 //!
 //! The running statistics are updated exactly as Burn's `BatchNorm` does, so
