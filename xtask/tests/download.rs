@@ -6,18 +6,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn shared_mnist() -> PathBuf {
-    let dir = std::env::var_os("MNIST_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mnist")
-        });
-    assert!(
-        dir.join("train-images-idx3-ubyte.gz").is_file(),
-        "MNIST not found in {}",
-        dir.display()
-    );
-    dir
+/// The real MNIST files, as every test finds them (`MNIST_DATA_DIR`, else
+/// `data/mnist/` in the workspace); missing data fails with the way to get it.
+fn mnist_files() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    mnist_data::find_data_dir(mnist_data::Dataset::Mnist, &root).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn xtask() -> Command {
@@ -30,7 +23,7 @@ fn xtask() -> Command {
 fn import_into(dir: &std::path::Path) -> std::process::Output {
     xtask()
         .args(["download", "--from"])
-        .arg(shared_mnist())
+        .arg(mnist_files())
         .arg("--data-dir")
         .arg(dir)
         .output()
@@ -54,7 +47,7 @@ fn import_fills_the_directory_and_a_second_run_skips() {
     ] {
         assert_eq!(
             std::fs::read(dir.path().join(name)).unwrap(),
-            std::fs::read(shared_mnist().join(name)).unwrap()
+            std::fs::read(mnist_files().join(name)).unwrap()
         );
     }
     let again = import_into(dir.path());
@@ -72,7 +65,7 @@ fn a_failing_write_is_reported_and_leaves_nothing_partial() {
     let dir = tempfile::tempdir().unwrap();
     // A valid file already there must survive.
     let labels = "t10k-labels-idx1-ubyte.gz";
-    std::fs::copy(shared_mnist().join(labels), dir.path().join(labels)).unwrap();
+    std::fs::copy(mnist_files().join(labels), dir.path().join(labels)).unwrap();
     // With SIGXFSZ ignored, writing past `ulimit -f` (KiB blocks in sh on
     // Linux) fails with EFBIG, as a full disk fails with ENOSPC.
     let out = Command::new("sh")
@@ -80,7 +73,7 @@ fn a_failing_write_is_reported_and_leaves_nothing_partial() {
         .arg(r#"trap "" XFSZ; ulimit -f 256; exec "$0" "$@""#)
         .arg(env!("CARGO_BIN_EXE_xtask"))
         .args(["download", "--from"])
-        .arg(shared_mnist())
+        .arg(mnist_files())
         .arg("--data-dir")
         .arg(dir.path())
         .env_remove("MNIST_DATA_DIR")
@@ -104,6 +97,6 @@ fn a_failing_write_is_reported_and_leaves_nothing_partial() {
     );
     assert_eq!(
         std::fs::read(dir.path().join(labels)).unwrap(),
-        std::fs::read(shared_mnist().join(labels)).unwrap()
+        std::fs::read(mnist_files().join(labels)).unwrap()
     );
 }

@@ -12,18 +12,11 @@ use mnist_data::Dataset;
 use mnist_data::fetch::{FetchError, Outcome, Quiet, download_dataset, download_file};
 use sha2::{Digest, Sha256};
 
-fn shared_mnist() -> PathBuf {
-    let dir = std::env::var_os("MNIST_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/mnist")
-        });
-    assert!(
-        dir.join("t10k-labels-idx1-ubyte.gz").is_file(),
-        "MNIST not found in {}",
-        dir.display()
-    );
-    dir
+/// The real MNIST files, as every test finds them (`MNIST_DATA_DIR`, else
+/// `data/mnist/` in the workspace); missing data fails with the way to get it.
+fn mnist_files() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    mnist_data::find_data_dir(mnist_data::Dataset::Mnist, &root).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Serves, by path prefix: `/good/NAME` the real file, `/corrupt/NAME` the
@@ -85,7 +78,7 @@ const FILE: &str = "t10k-labels-idx1-ubyte.gz";
 
 #[test]
 fn a_good_file_is_verified_and_kept() {
-    let files = shared_mnist();
+    let files = mnist_files();
     let url = serve(files.clone(), 1);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join(FILE);
@@ -104,7 +97,7 @@ fn a_good_file_is_verified_and_kept() {
 
 #[test]
 fn corrupt_truncated_and_failing_downloads_leave_nothing() {
-    let files = shared_mnist();
+    let files = mnist_files();
     let expected = sha256(&files.join(FILE));
     let url = serve(files, 3);
     let dir = tempfile::tempdir().unwrap();
@@ -131,7 +124,7 @@ fn corrupt_truncated_and_failing_downloads_leave_nothing() {
 
 #[test]
 fn mirrors_are_tried_in_order_and_valid_files_skipped() {
-    let files = shared_mnist();
+    let files = mnist_files();
     let url = serve(files, 20);
     let dir = tempfile::tempdir().unwrap();
     let mirrors = vec![format!("{url}/corrupt/"), format!("{url}/good/")];
@@ -150,7 +143,7 @@ fn mirrors_are_tried_in_order_and_valid_files_skipped() {
 
 #[test]
 fn every_mirror_failing_names_each_attempt() {
-    let files = shared_mnist();
+    let files = mnist_files();
     let url = serve(files, 4);
     let dir = tempfile::tempdir().unwrap();
     let mirrors = vec![format!("{url}/missing/"), format!("{url}/truncated/")];

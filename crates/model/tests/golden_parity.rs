@@ -1,4 +1,4 @@
-//! Parity with PyTorch 2.9 on the shared golden fixtures: the seed CNN's
+//! Parity with PyTorch 2.9 on the golden fixtures in `tests/golden/`: the seed CNN's
 //! logits, loss and gradients for a fixed input, on every compiled CPU backend.
 
 #![allow(clippy::unwrap_used)]
@@ -12,15 +12,15 @@ use mnist_model::backend::test_devices;
 use mnist_model::{SeedCnn, SeedCnnConfig, load_weights};
 use serde_json::Value;
 
+/// The fixtures kept beside this test (`tests/golden/README.md`), or
+/// `$MNIST_GOLDEN_DIR` when set.
 fn golden_dir() -> PathBuf {
     let dir = std::env::var_os("MNIST_GOLDEN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"));
     assert!(
         dir.join("seed_cnn_io.json").is_file(),
-        "golden fixtures not found in {}; set MNIST_GOLDEN_DIR",
+        "golden fixtures not found in {} (MNIST_GOLDEN_DIR points elsewhere?)",
         dir.display()
     );
     dir

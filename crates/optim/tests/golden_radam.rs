@@ -1,5 +1,5 @@
 //! Parity with `torch.optim.RAdam(decoupled_weight_decay=True)` and a
-//! per-epoch `ExponentialLR` on the shared golden trajectory (24 steps).
+//! per-epoch `ExponentialLR` on the golden trajectory in `tests/golden/` (24 steps).
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
-use mnist_optim::{EpochExponentialLr, RAdamConfig};
+use mnist_optim::{LrSchedule, RAdamConfig, RunSchedule};
 use serde_json::Value;
 
 #[derive(Module, Debug)]
@@ -16,15 +16,19 @@ struct Point {
     p: Param<Tensor<1>>,
 }
 
+/// The fixture kept beside this test (`tests/golden/README.md`), or the one
+/// in `$MNIST_GOLDEN_DIR` when set.
 fn golden() -> Value {
     let dir = std::env::var_os("MNIST_GOLDEN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"));
     let path = dir.join("radam_decoupled.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; set MNIST_GOLDEN_DIR", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (MNIST_GOLDEN_DIR points elsewhere?)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).unwrap()
 }
 
@@ -54,16 +58,20 @@ fn radam_follows_pytorchs_trajectory() {
         .with_epsilon(g["eps"].as_f64().unwrap())
         .with_weight_decay(g["weight_decay"].as_f64().unwrap())
         .init();
-    let schedule = EpochExponentialLr::new()
-        .with_initial_lr(g["lr"].as_f64().unwrap())
-        .with_gamma(g["gamma"].as_f64().unwrap());
     let steps_per_epoch = g["steps_per_epoch"].as_u64().unwrap() as usize;
-
     let trajectory = g["trajectory"].as_array().unwrap();
     assert_eq!(trajectory.len(), 24);
+    let schedule = RunSchedule {
+        lr: g["lr"].as_f64().unwrap(),
+        schedule: LrSchedule::Exponential {
+            gamma: g["gamma"].as_f64().unwrap(),
+        },
+        steps_per_epoch,
+        epochs: trajectory.len().div_ceil(steps_per_epoch),
+    };
     let mut worst = 0.0f64;
     for (i, expected) in trajectory.iter().enumerate() {
-        let lr = schedule.lr(i / steps_per_epoch);
+        let lr = schedule.lr(i / steps_per_epoch, i % steps_per_epoch);
         assert_eq!(
             lr,
             expected["lr_used"].as_f64().unwrap(),

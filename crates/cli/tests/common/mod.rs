@@ -6,21 +6,12 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The real MNIST files: `MNIST_DATA_DIR`, else the shared copy beside the
-/// checkout. Missing data fails the test (under CI too): never a skip.
+/// The real MNIST files: `MNIST_DATA_DIR`, else `data/mnist/` in the
+/// workspace (where `cargo xtask download` puts them). Missing data fails
+/// the test with the way to get it: never a skip.
 pub fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("MNIST_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/mnist")
-        });
-    assert!(
-        dir.join("train-images-idx3-ubyte.gz").is_file()
-            || dir.join("mnist/train-images-idx3-ubyte.gz").is_file(),
-        "MNIST not found in {}; set MNIST_DATA_DIR (see README)",
-        dir.display()
-    );
-    dir
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    mnist_data::find_data_dir(mnist_data::Dataset::Mnist, &root).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The `mnist` binary with the data directory set.
