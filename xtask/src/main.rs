@@ -39,10 +39,10 @@ enum Task {
 
 #[derive(clap::Args)]
 struct DownloadArgs {
-    /// mnist or fashion-mnist.
-    #[arg(long, default_value = "mnist")]
-    dataset: String,
-    /// Where to put the files [default: $MNIST_DATA_DIR, else data/<dataset>/].
+    /// The dataset.
+    #[arg(long, value_enum, default_value_t = Dataset::Mnist)]
+    dataset: Dataset,
+    /// Where to put the files [default: $MNIST_DATA_DIR, else data/DATASET/].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A mirror to try before the canonical ones (repeatable).
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.task {
         Task::Download(args) => {
-            let dataset = parse_dataset(&args.dataset)?;
+            let dataset = args.dataset;
             let dir = data_dir(args.data_dir.as_deref(), dataset);
             download(dataset, &dir, &args.mirror, args.from.as_deref())?;
             Ok(ExitCode::SUCCESS)
@@ -80,11 +80,6 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
-}
-
-fn parse_dataset(name: &str) -> Result<Dataset> {
-    Dataset::from_name(name)
-        .with_context(|| format!("unknown dataset `{name}`; use mnist or fashion-mnist"))
 }
 
 fn data_dir(flag: Option<&Path>, dataset: Dataset) -> PathBuf {
@@ -158,10 +153,12 @@ fn run_mnist(args: Vec<OsString>) -> Result<ExitCode> {
         .unwrap_or_default();
     let rest = &args[1..];
     let backend = flag_value(rest, "backend");
-    let binary = build_cli(backend.as_deref(), "release")?;
+    let binary = build_cli(backend.as_deref())?;
     if subcommand == "train" && flag_value(rest, "resume").is_none() {
-        let dataset =
-            parse_dataset(&flag_value(rest, "dataset").unwrap_or_else(|| "mnist".into()))?;
+        let dataset: Dataset = flag_value(rest, "dataset")
+            .as_deref()
+            .unwrap_or("mnist")
+            .parse()?;
         let dir = data_dir(
             flag_value(rest, "data-dir").map(PathBuf::from).as_deref(),
             dataset,
@@ -184,36 +181,39 @@ fn run_mnist(args: Vec<OsString>) -> Result<ExitCode> {
     ))
 }
 
-/// Build the `mnist` binary with the backend's feature; return its path.
-fn build_cli(backend: Option<&str>, profile: &str) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root()).args([
-        "build",
-        "--quiet",
-        "--profile",
-        profile,
-        "--package",
-        "mnist-cli",
-    ]);
-    match backend {
-        None | Some("flex") | Some("ndarray") => {}
-        Some("tch") => {
-            cmd.args(["--features", "tch"]);
-        }
-        Some(other) => bail!("unknown backend `{other}`; choose one of: ndarray, flex, tch"),
-    }
-    let status = cmd.status().context("cannot run cargo build")?;
-    if !status.success() {
-        bail!("building the mnist binary failed");
-    }
-    let dir = if profile == "dev" { "debug" } else { profile };
+/// Build the `mnist` binary in release with the backend's feature; return
+/// its path. Cargo's own progress is shown: the first build compiles Burn
+/// and takes minutes, and a silent terminal looks like a hang.
+fn build_cli(backend: Option<&str>) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target
-        .join(dir)
-        .join(format!("mnist{}", std::env::consts::EXE_SUFFIX)))
+    let binary = target
+        .join("release")
+        .join(format!("mnist{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "--package", "mnist-cli"]);
+    let features = match backend {
+        None | Some("flex") | Some("ndarray") => "flex, ndarray",
+        Some("tch") => {
+            cmd.args(["--features", "tch"]);
+            "flex, ndarray, tch"
+        }
+        Some(other) => bail!("unknown backend `{other}`; choose one of: ndarray, flex, tch"),
+    };
+    if !binary.is_file() {
+        eprintln!(
+            "xtask: building the mnist binary (release; backends {features}). The first build \
+             compiles Burn and takes several minutes; later ones take seconds."
+        );
+    }
+    let status = cmd.status().context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("building the mnist binary failed (cargo's messages are above)");
+    }
+    Ok(binary)
 }
 
 #[cfg(test)]
@@ -243,7 +243,13 @@ mod tests {
 
     #[test]
     fn unknown_dataset_is_a_clear_error() {
-        let err = parse_dataset("cifar").unwrap_err().to_string();
-        assert!(err.contains("mnist or fashion-mnist"), "{err}");
+        let err = Cli::try_parse_from(["xtask", "download", "--dataset", "cifar"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("cifar") && err.contains("fashion-mnist"),
+            "{err}"
+        );
     }
 }

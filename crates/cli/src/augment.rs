@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use mnist_data::atomic::write_atomically;
 use mnist_data::epoch_order;
 use mnist_metrics::plot::image_sheet_png;
-use mnist_model::torch_io::write_atomically;
 
 use crate::config::{DataArgs, TrainFlags};
 
@@ -45,7 +45,7 @@ pub fn run(args: AugmentArgs) -> Result<()> {
     let hyper = args.train.resolve();
     hyper.validate()?;
     let augment = hyper.augment.augmentation();
-    let dataset = args.data.dataset()?;
+    let dataset = args.data.dataset;
     let mut data = mnist_data::load(dataset, &args.data.dir(dataset))?;
     if let Some(n) = args.data.train_limit {
         data.train = data.train.head(n);

@@ -16,26 +16,25 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Args;
 use mnist_model::{BackendKind, DeviceSpec};
-use mnist_optim::WeightEma;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{HyperParams, Recipe, workspace_root};
+use crate::step;
 
 /// `mnist bench` arguments.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Backends to measure [default: every compiled one].
-    #[arg(long)]
-    backend: Vec<String>,
+    #[arg(long, value_enum)]
+    backend: Vec<BackendKind>,
     /// cpu, or cuda:N / mps (with the tch backend).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
     /// The recipe whose model, batch size, optimizer, label smoothing and
     /// weight average a step runs.
     #[arg(long, value_enum, default_value_t = Recipe::Notebook)]
@@ -78,10 +77,10 @@ fn steps_per_epoch(hyper: &HyperParams) -> usize {
 /// the names both sides use).
 fn torch_flags(hyper: &HyperParams) -> Vec<String> {
     [
-        ("--model", hyper.model.clone()),
+        ("--model", hyper.model.to_string()),
         ("--batch-size", hyper.batch_size.to_string()),
         ("--lr", hyper.lr.to_string()),
-        ("--optimizer", hyper.optimizer.clone()),
+        ("--optimizer", hyper.optimizer.to_string()),
         ("--weight-decay", hyper.weight_decay.to_string()),
         ("--label-smoothing", hyper.label_smoothing.to_string()),
         ("--ema", hyper.ema_decay.to_string()),
@@ -113,7 +112,7 @@ pub struct BenchResult {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let workload = workload(args.recipe, args.batch_size)?;
-    let spec: DeviceSpec = args.device.parse()?;
+    let spec = args.device;
     let backends: Vec<BackendKind> = if args.backend.is_empty() {
         // Off the CPU, only the backends that can drive the device.
         BackendKind::compiled()
@@ -121,10 +120,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .filter(|b| spec == DeviceSpec::Cpu || *b == BackendKind::Tch)
             .collect()
     } else {
-        args.backend
-            .iter()
-            .map(|b| BackendKind::from_name(b))
-            .collect::<Result<_, _>>()?
+        args.backend.clone()
     };
     let (warmup, steps, eval_batches) = if args.quick { (1, 3, 2) } else { (3, 20, 10) };
     let mut results = Vec::new();
@@ -231,22 +227,15 @@ fn measure(
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let batch = workload.batch_size;
     let train_device = device.clone().autodiff();
-    let mut model = workload.model_kind()?.init(0, &train_device);
-    let mut optim = workload.optimizer_kind()?.init(workload.weight_decay);
-    let mut ema = (workload.ema_decay > 0.0).then(|| WeightEma::new(&model, workload.ema_decay, 0));
-    let loss_fn = workload.loss(&train_device);
+    let (mut model, mut training) = step::set_up(workload, &train_device, 0);
     let (images, targets) = random_batch(&mut rng, batch, &train_device);
     let mut started = Instant::now();
-    for step in 0..warmup + steps {
-        if step == warmup {
+    for index in 0..warmup + steps {
+        if index == warmup {
             started = Instant::now();
         }
-        let loss = loss_fn.forward(model.forward(images.clone()), targets.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(workload.lr, model, grads);
-        if let Some(ema) = &mut ema {
-            ema.update(&model);
-        }
+        let loss;
+        (model, loss) = training.step(model, images.clone(), targets.clone(), workload.lr);
         // Reading the loss waits for the device, as the training loop does
         // after queueing the whole step.
         let _ = loss.into_scalar::<f32>();
@@ -265,7 +254,7 @@ fn measure(
     let epoch_s = ms_per_step * steps_per_epoch(workload) as f64 / 1e3;
     Ok(BenchResult {
         backend: backend.to_string(),
-        model: workload.model.clone(),
+        model: workload.model.to_string(),
         batch_size: batch,
         steps,
         ms_per_step,
@@ -342,9 +331,9 @@ mod tests {
     #[test]
     fn the_hvc_workload_is_the_papers_recipe() {
         let hvc = workload(Recipe::Hvc, None).unwrap();
-        assert_eq!(hvc.model_kind().unwrap(), ModelKind::Hvc);
+        assert_eq!(hvc.model, ModelKind::Hvc);
         assert_eq!((hvc.batch_size, hvc.epochs), (120, 300));
-        assert_eq!(hvc.optimizer_kind().unwrap(), OptimizerKind::Adam);
+        assert_eq!(hvc.optimizer, OptimizerKind::Adam);
         assert_eq!(hvc.ema_decay, 0.999);
         assert_eq!(steps_per_epoch(&hvc), 500);
         let notebook = workload(Recipe::Notebook, Some(1000)).unwrap();

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
+use mnist_data::Dataset;
+use mnist_data::atomic::write_atomically;
 use mnist_metrics::EpochPoint;
-use mnist_model::Network;
-use mnist_model::torch_io::{load_weights, weights_bytes, write_atomically};
+use mnist_model::torch_io::{load_weights, weights_bytes};
+use mnist_model::{BackendKind, DeviceSpec, Network};
 use serde::{Deserialize, Serialize};
 
 use crate::config::HyperParams;
@@ -26,12 +28,12 @@ pub struct TrainState {
     pub epochs_done: usize,
     /// The run's hyper-parameters.
     pub hyper: HyperParams,
-    /// Dataset name.
-    pub dataset: String,
+    /// Dataset.
+    pub dataset: Dataset,
     /// Backend the run trains on.
-    pub backend: String,
+    pub backend: BackendKind,
     /// Device the run trains on.
-    pub device: String,
+    pub device: DeviceSpec,
     /// Training subset size, if limited.
     pub train_limit: Option<usize>,
     /// Test subset size, if limited.
@@ -43,19 +45,10 @@ pub struct TrainState {
     /// Updates folded into the weights' moving average so far.
     #[serde(default)]
     pub ema_updates: usize,
-    /// The RNG state. Initial weights come from `seed`, and the shuffle of
-    /// epoch `e` from `(seed, e)` alone, so the seed and the next epoch are
-    /// the whole state.
-    pub rng: RngState,
-}
-
-/// See [`TrainState::rng`].
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct RngState {
-    /// The run's seed.
-    pub seed: u64,
-    /// The epoch whose shuffle comes next.
-    pub next_epoch: usize,
+    // No RNG state is stored: initial weights come from `hyper.seed`, each
+    // epoch's shuffle and augmentation from `(seed, epoch)` and dropout from
+    // a per-epoch device seed, so `epochs_done` is the whole of it. (Files
+    // from before carry an `rng` entry, which loading ignores.)
 }
 
 const MODEL: &str = "model.safetensors";
@@ -105,6 +98,7 @@ pub fn save(
     }
     fs::rename(tmp.keep(), &final_dir)
         .with_context(|| format!("cannot create {}", final_dir.display()))?;
+    tracing::info!(epoch = state.epochs_done, dir = %final_dir.display(), "checkpoint written");
     Ok(final_dir)
 }
 
@@ -176,19 +170,36 @@ mod tests {
         TrainState {
             epochs_done,
             hyper: HyperParams::default(),
-            dataset: "mnist".into(),
-            backend: "flex".into(),
-            device: "cpu".into(),
+            dataset: Dataset::Mnist,
+            backend: BackendKind::Flex,
+            device: DeviceSpec::Cpu,
             train_limit: None,
             test_limit: None,
             history: Vec::new(),
             train_seconds: 0.0,
             ema_updates: 0,
-            rng: RngState {
-                seed: 0,
-                next_epoch: epochs_done,
-            },
         }
+    }
+
+    /// A `state.json` as the string-typed releases wrote it (with the
+    /// `rng` entry they kept): it still loads, to the same run.
+    #[test]
+    fn a_state_file_from_before_the_typed_settings_still_loads() {
+        let old = include_str!("../tests/fixtures/state-before-enums.json");
+        let state: TrainState = serde_json::from_str(old).unwrap();
+        assert_eq!(state.epochs_done, 3);
+        assert_eq!(state.dataset, Dataset::FashionMnist);
+        assert_eq!(state.backend, BackendKind::NdArray);
+        assert_eq!(state.device, DeviceSpec::Cuda(1));
+        assert_eq!(state.hyper.model, mnist_model::ModelKind::SeedPlus);
+        assert_eq!(state.hyper.optimizer, mnist_optim::OptimizerKind::AdamW);
+        assert_eq!(state.hyper.schedule, mnist_optim::ScheduleKind::OneCycle);
+        assert_eq!(state.hyper.augment.rotate, 12.0);
+        assert_eq!(state.history.len(), 3);
+        // Written back, it reads the same, without the unused `rng`.
+        let again = serde_json::to_string(&state).unwrap();
+        assert!(!again.contains("rng"), "{again}");
+        assert_eq!(serde_json::from_str::<TrainState>(&again).unwrap(), state);
     }
 
     fn fake_checkpoint(dir: &Path, name: &str, files: &[&str], epochs_done: usize) {

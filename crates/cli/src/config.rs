@@ -8,18 +8,18 @@ use burn::tensor::Device;
 use clap::Args;
 use mnist_data::Dataset;
 use mnist_model::{BackendKind, DeviceSpec, ModelKind};
-use mnist_optim::{LrSchedule, OptimizerKind, RunSchedule};
+use mnist_optim::{LrSchedule, OptimizerKind, RunSchedule, ScheduleKind};
 use serde::{Deserialize, Serialize};
 
 /// Where to compute.
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
-    /// ndarray, flex or tch [default: the fastest CPU backend compiled in].
-    #[arg(long)]
-    pub backend: Option<String>,
+    /// The backend [default: the fastest CPU backend compiled in].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
     /// cpu, cuda:N or mps (cuda and mps need --backend tch).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceSpec,
 }
 
 /// A backend, resolved and checked.
@@ -36,13 +36,24 @@ pub struct Runtime {
 impl RuntimeArgs {
     /// Resolve the flags into a device, or say why not.
     pub fn resolve(&self) -> Result<Runtime> {
-        let backend = match &self.backend {
-            Some(name) => BackendKind::from_name(name)?,
-            None => BackendKind::default_cpu()
-                .context("this binary has no backend compiled in; rebuild with --features flex")?,
-        };
-        let spec: DeviceSpec = self.device.parse()?;
+        match self.backend {
+            Some(backend) => Runtime::new(backend, self.device, "--backend"),
+            None => {
+                let backend = BackendKind::default_cpu().context(
+                    "this binary has no backend compiled in; rebuild with --features flex",
+                )?;
+                Runtime::new(backend, self.device, "default")
+            }
+        }
+    }
+}
+
+impl Runtime {
+    /// The device `spec` on `backend`, or why not; `chosen_by` says in the
+    /// diagnostics what picked the backend.
+    pub fn new(backend: BackendKind, spec: DeviceSpec, chosen_by: &str) -> Result<Runtime> {
         let device = backend.device(spec)?;
+        tracing::info!(%backend, device = %spec, chosen_by, "backend");
         Ok(Runtime {
             backend,
             spec,
@@ -54,10 +65,10 @@ impl RuntimeArgs {
 /// Which data.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// mnist or fashion-mnist.
-    #[arg(long, default_value = "mnist")]
-    pub dataset: String,
-    /// Directory holding the dataset's .gz files [default: $MNIST_DATA_DIR, else data/<dataset>/].
+    /// The dataset.
+    #[arg(long, value_enum, default_value_t = Dataset::Mnist)]
+    pub dataset: Dataset,
+    /// Directory holding the dataset's .gz files [default: $MNIST_DATA_DIR, else data/DATASET/].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Use only the first N training images (quick runs and tests).
@@ -69,11 +80,6 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The dataset named by `--dataset`.
-    pub fn dataset(&self) -> Result<Dataset> {
-        parse_dataset(&self.dataset)
-    }
-
     /// The directory to read, by flag, environment, then workspace default.
     pub fn dir(&self, dataset: Dataset) -> PathBuf {
         let env = std::env::var_os("MNIST_DATA_DIR").map(PathBuf::from);
@@ -84,12 +90,6 @@ impl DataArgs {
             dataset,
         )
     }
-}
-
-/// The dataset called `name`, or an error naming the choices.
-pub fn parse_dataset(name: &str) -> Result<Dataset> {
-    Dataset::from_name(name)
-        .with_context(|| format!("unknown dataset `{name}`; use mnist or fashion-mnist"))
 }
 
 /// The workspace root when run from a checkout, else the current directory.
@@ -106,20 +106,20 @@ pub fn workspace_root() -> PathBuf {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct HyperParams {
-    /// Network: seed, seed-plus or hvc.
-    pub model: String,
+    /// Network.
+    pub model: ModelKind,
     /// Passes over the training set.
     pub epochs: usize,
     /// Images per training step.
     pub batch_size: usize,
     /// Base (for one-cycle: peak) learning rate.
     pub lr: f64,
-    /// Optimizer: radam, adam or adamw.
-    pub optimizer: String,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
     /// Weight decay (decoupled for radam and adamw, L2 for adam).
     pub weight_decay: f64,
-    /// Learning-rate schedule: exponential, one-cycle, cosine or constant.
-    pub schedule: String,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleKind,
     /// Decay per epoch of the exponential schedule.
     pub gamma: f64,
     /// Epochs of linear warm-up (cosine schedule).
@@ -237,13 +237,13 @@ impl Recipe {
     /// The recipe's full configuration.
     pub fn hyper_params(self) -> HyperParams {
         let notebook = HyperParams {
-            model: "seed".into(),
+            model: ModelKind::Seed,
             epochs: 5,
             batch_size: 600,
             lr: 0.0015,
-            optimizer: "radam".into(),
+            optimizer: OptimizerKind::RAdam,
             weight_decay: 1e-4,
-            schedule: "exponential".into(),
+            schedule: ScheduleKind::Exponential,
             gamma: 0.9,
             warmup_epochs: 0.0,
             label_smoothing: 0.0,
@@ -254,13 +254,13 @@ impl Recipe {
         match self {
             Recipe::Notebook => notebook,
             Recipe::SeedPlus => HyperParams {
-                model: "seed-plus".into(),
+                model: ModelKind::SeedPlus,
                 epochs: 15,
                 batch_size: 128,
                 lr: 0.003,
-                optimizer: "adamw".into(),
+                optimizer: OptimizerKind::AdamW,
                 weight_decay: 0.01,
-                schedule: "one-cycle".into(),
+                schedule: ScheduleKind::OneCycle,
                 label_smoothing: 0.05,
                 augment: AugmentParams {
                     rotate: 12.0,
@@ -273,13 +273,13 @@ impl Recipe {
                 ..notebook
             },
             Recipe::Hvc => HyperParams {
-                model: "hvc".into(),
+                model: ModelKind::Hvc,
                 epochs: 300,
                 batch_size: 120,
                 lr: 0.001,
-                optimizer: "adam".into(),
+                optimizer: OptimizerKind::Adam,
                 weight_decay: 0.0,
-                schedule: "exponential".into(),
+                schedule: ScheduleKind::Exponential,
                 gamma: 0.98,
                 ema_decay: 0.999,
                 augment: AugmentParams {
@@ -302,9 +302,9 @@ pub struct TrainFlags {
     /// Defaults for everything below: notebook, seed-plus or hvc.
     #[arg(long, value_enum, default_value_t = Recipe::Notebook)]
     pub recipe: Recipe,
-    /// Network: seed (the notebook's), seed-plus or hvc [default: the recipe's].
-    #[arg(long)]
-    pub model: Option<String>,
+    /// Network [default: the recipe's; notebook: seed].
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
     /// Passes over the training set [notebook: 5].
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -314,15 +314,15 @@ pub struct TrainFlags {
     /// Base learning rate; the peak for one-cycle [notebook: 0.0015].
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// radam, adam or adamw [notebook: radam].
-    #[arg(long)]
-    pub optimizer: Option<String>,
+    /// Optimizer [notebook: radam].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
     /// Weight decay, decoupled for radam and adamw [notebook: 1e-4].
     #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
-    /// exponential (per epoch), one-cycle, cosine or constant [notebook: exponential].
-    #[arg(long)]
-    pub schedule: Option<String>,
+    /// Learning-rate schedule [notebook: exponential].
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleKind>,
     /// Learning-rate decay per epoch of the exponential schedule [notebook: 0.9].
     #[arg(long, allow_negative_numbers = true)]
     pub gamma: Option<f64>,
@@ -443,9 +443,6 @@ impl HyperParams {
                 self.ema_decay
             );
         }
-        self.model_kind()?;
-        self.optimizer_kind()?;
-        self.schedule_kind(1)?;
         self.augment.validate()?;
         Ok(())
     }
@@ -459,58 +456,45 @@ impl HyperParams {
         config.init(device)
     }
 
-    /// The network to train.
-    pub fn model_kind(&self) -> Result<ModelKind> {
-        ModelKind::from_name(&self.model).map_err(|e| anyhow::anyhow!("--model: {e}"))
-    }
-
-    /// The optimizer to train with.
-    pub fn optimizer_kind(&self) -> Result<OptimizerKind> {
-        OptimizerKind::from_name(&self.optimizer).map_err(|e| anyhow::anyhow!("--optimizer: {e}"))
-    }
-
     /// The learning-rate schedule, for epochs of `steps_per_epoch` steps.
-    pub fn schedule_kind(&self, steps_per_epoch: usize) -> Result<RunSchedule> {
-        let schedule = match self.schedule.as_str() {
-            "exponential" => LrSchedule::Exponential { gamma: self.gamma },
-            "one-cycle" => LrSchedule::OneCycle,
-            "cosine" => LrSchedule::Cosine {
+    pub fn run_schedule(&self, steps_per_epoch: usize) -> RunSchedule {
+        let schedule = match self.schedule {
+            ScheduleKind::Exponential => LrSchedule::Exponential { gamma: self.gamma },
+            ScheduleKind::OneCycle => LrSchedule::OneCycle,
+            ScheduleKind::Cosine => LrSchedule::Cosine {
                 warmup_steps: (self.warmup_epochs * steps_per_epoch as f64).round() as usize,
             },
-            "constant" => LrSchedule::Constant,
-            other => bail!(
-                "--schedule: unknown schedule `{other}`; choose exponential, one-cycle, cosine or constant"
-            ),
+            ScheduleKind::Constant => LrSchedule::Constant,
         };
-        Ok(RunSchedule {
+        RunSchedule {
             lr: self.lr,
             schedule,
             steps_per_epoch,
             epochs: self.epochs,
-        })
+        }
     }
 
     /// One line for reports, in PyTorch's vocabulary.
     pub fn describe(&self) -> String {
-        let optimizer = match self.optimizer.as_str() {
-            "radam" => format!(
+        let optimizer = match self.optimizer {
+            OptimizerKind::RAdam => format!(
                 "RAdam(betas=(0.9, 0.999), eps=1e-08, weight_decay={}, decoupled_weight_decay=True)",
                 self.weight_decay
             ),
-            "adamw" => format!(
+            OptimizerKind::AdamW => format!(
                 "AdamW(betas=(0.9, 0.999), eps=1e-08, weight_decay={})",
                 self.weight_decay
             ),
-            _ => format!(
+            OptimizerKind::Adam => format!(
                 "Adam(betas=(0.9, 0.999), eps=1e-08, weight_decay={})",
                 self.weight_decay
             ),
         };
-        let scheduler = match self.schedule.as_str() {
-            "exponential" => format!("ExponentialLR(gamma={}, per epoch)", self.gamma),
-            "one-cycle" => "OneCycleLR(per batch)".to_string(),
-            "cosine" => format!("cosine(warmup_epochs={})", self.warmup_epochs),
-            other => other.to_string(),
+        let scheduler = match self.schedule {
+            ScheduleKind::Exponential => format!("ExponentialLR(gamma={}, per epoch)", self.gamma),
+            ScheduleKind::OneCycle => "OneCycleLR(per batch)".to_string(),
+            ScheduleKind::Cosine => format!("cosine(warmup_epochs={})", self.warmup_epochs),
+            ScheduleKind::Constant => "constant".to_string(),
         };
         let mut line = format!(
             "num_epochs={}, batch_size={}, learning_rate={}, optimizer={optimizer}, scheduler={scheduler}, model={}, seed={}",
@@ -552,22 +536,22 @@ mod tests {
         assert_eq!(h, HyperParams::default());
         assert_eq!(
             (
-                h.model.as_str(),
+                h.model,
                 h.epochs,
                 h.batch_size,
                 h.lr,
                 h.weight_decay,
                 h.gamma
             ),
-            ("seed", 5, 600, 0.0015, 1e-4, 0.9)
+            (ModelKind::Seed, 5, 600, 0.0015, 1e-4, 0.9)
         );
     }
 
     #[test]
     fn flags_override_the_recipe() {
         let h = parse(&["--recipe", "seed-plus", "--epochs", "3", "--rotate", "5"]);
-        assert_eq!(h.model, "seed-plus");
-        assert_eq!(h.optimizer, "adamw");
+        assert_eq!(h.model, ModelKind::SeedPlus);
+        assert_eq!(h.optimizer, OptimizerKind::AdamW);
         assert_eq!((h.epochs, h.augment.rotate), (3, 5.0));
         assert_eq!(h.augment.translate, 2.5, "the recipe's value stays");
         for recipe in [Recipe::Notebook, Recipe::SeedPlus, Recipe::Hvc] {
@@ -612,6 +596,22 @@ mod tests {
     }
 
     #[test]
+    fn unknown_names_are_refused_when_parsed_with_the_choices() {
+        use clap::Parser;
+        for (flag, bad, a_choice) in [
+            ("--model", "resnet", "seed-plus"),
+            ("--optimizer", "sgd", "adamw"),
+            ("--schedule", "step", "one-cycle"),
+        ] {
+            let err = Flags::try_parse_from(["mnist", flag, bad])
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(bad) && err.contains(a_choice), "{err}");
+        }
+    }
+
+    #[test]
     fn the_notebooks_values_are_valid() {
         HyperParams::default().validate().unwrap();
     }
@@ -621,10 +621,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let cases: [(Spoil, &str); 13] = [
-            (|h| h.model = "resnet".into(), "--model"),
-            (|h| h.optimizer = "sgd".into(), "--optimizer"),
-            (|h| h.schedule = "step".into(), "--schedule"),
+        let cases: [(Spoil, &str); 10] = [
             (|h| h.label_smoothing = 1.0, "--label-smoothing"),
             (|h| h.ema_decay = -0.5, "--ema"),
             (|h| h.augment.scale = 5.0, "--scale"),

@@ -30,7 +30,7 @@ pub struct EvalArgs {
     /// Print metrics.json to stdout instead of the human report.
     #[arg(long)]
     json: bool,
-    /// Directory for the report files [default: runs/<timestamp>/].
+    /// Directory for the report files [default: runs/TIMESTAMP/].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Images per evaluation batch.
@@ -43,7 +43,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         anyhow::bail!("--batch-size must be at least 1");
     }
     let runtime = args.runtime.resolve()?;
-    let dataset = args.data.dataset()?;
+    let dataset = args.data.dataset;
     // Check the weights before loading any data; each file names its model.
     let models = args
         .weights
@@ -91,9 +91,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
             epochs: 0,
             train_seconds: 0.0,
             eval_seconds,
-            backend: runtime.backend.to_string(),
-            device: runtime.spec.to_string(),
-            dataset: dataset.to_string(),
+            backend: runtime.backend,
+            device: runtime.spec,
+            dataset,
             model: model_name,
             parameters: models.iter().map(mnist_model::parameter_count).sum(),
             hyper_parameters: None,

@@ -13,9 +13,11 @@ mod checkpoint;
 mod config;
 mod eval;
 mod evaluate;
+mod logging;
 mod predict;
 mod report;
 mod run_dir;
+mod step;
 mod train;
 
 use std::process::ExitCode;
@@ -34,6 +36,8 @@ use mnist_model::{BackendKind, ModelKind};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -51,9 +55,9 @@ enum Command {
     Augment(augment::AugmentArgs),
     /// Print a model's architecture and parameter count.
     Summary {
-        /// seed, seed-plus or hvc.
-        #[arg(long, default_value = "seed")]
-        model: String,
+        /// The network.
+        #[arg(long, value_enum, default_value_t = ModelKind::Seed)]
+        model: ModelKind,
     },
     /// List the backends compiled into this binary.
     Backends,
@@ -71,9 +75,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Keep freed memory mapped for reuse. By default mimalloc hands memory
 /// unused for 10 ms back to the kernel; an HVC step frees hundreds of MB of
 /// activations and allocates them again a second later, so the kernel zeroed
-/// fresh pages every step (12% of the step in `clear_page`). Measured on
-/// flex: HVC steps 16% faster, peak memory 3% higher, the notebook and
-/// seed-plus unchanged (docs/performance.md).
+/// fresh pages every step. The gain and the memory it costs are measured in
+/// docs/performance.md ("Batch norm, pooling and the allocator").
 #[allow(unsafe_code)]
 fn keep_freed_memory() {
     // SAFETY: called first thing in `main`, before any other thread exists
@@ -84,6 +87,7 @@ fn keep_freed_memory() {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    cli.log.install();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -100,8 +104,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Augment(args) => augment::run(args),
-        Command::Summary { model } => {
-            let kind = ModelKind::from_name(&model).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+        Command::Summary { model: kind } => {
             let backend = BackendKind::default_cpu()
                 .ok_or_else(|| anyhow::anyhow!("no backend compiled in"))?;
             let model = kind.init(0, &backend.device(mnist_model::DeviceSpec::Cpu)?);

@@ -11,7 +11,9 @@ use mnist_data::digit::{SIDE, load_digit};
 use mnist_model::Network;
 use serde::Serialize;
 
-use crate::config::{RuntimeArgs, parse_dataset};
+use mnist_data::Dataset;
+
+use crate::config::RuntimeArgs;
 use crate::evaluate::mean_probabilities;
 
 /// `mnist predict` arguments.
@@ -19,9 +21,9 @@ use crate::evaluate::mean_probabilities;
 pub struct PredictArgs {
     #[command(flatten)]
     runtime: RuntimeArgs,
-    /// mnist or fashion-mnist: the class names and normalisation to use.
-    #[arg(long, default_value = "mnist")]
-    dataset: String,
+    /// The dataset whose class names and normalisation to use.
+    #[arg(long, value_enum, default_value_t = Dataset::Mnist)]
+    dataset: Dataset,
     /// Weights to classify with; repeat the flag for an ensemble
     /// (`--weights a.safetensors --weights b.safetensors`).
     #[arg(long, short = 'w', required = true)]
@@ -54,7 +56,7 @@ struct Prediction {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let runtime = args.runtime.resolve()?;
-    let dataset = parse_dataset(&args.dataset)?;
+    let dataset = args.dataset;
     let models = args
         .weights
         .iter()

@@ -4,10 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use mnist_data::atomic::write_atomically;
 use mnist_metrics::plot::{confusion_matrix_png, curves_png};
 use mnist_metrics::{ConfusionMatrix, EpochPoint};
-use mnist_model::torch_io::write_atomically;
 use serde::Serialize;
+
+use mnist_data::Dataset;
+use mnist_model::{BackendKind, DeviceSpec};
 
 use crate::config::HyperParams;
 
@@ -22,13 +25,13 @@ pub struct RunInfo {
     pub train_seconds: f64,
     /// Seconds spent evaluating the final model on the test set.
     pub eval_seconds: f64,
-    /// Backend name.
-    pub backend: String,
+    /// Backend.
+    pub backend: BackendKind,
     /// Device.
-    pub device: String,
-    /// Dataset name.
-    pub dataset: String,
-    /// Model name.
+    pub device: DeviceSpec,
+    /// Dataset.
+    pub dataset: Dataset,
+    /// Model name, or the members of an ensemble.
     pub model: String,
     /// Trainable parameters.
     pub parameters: usize,

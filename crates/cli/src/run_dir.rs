@@ -18,6 +18,7 @@ pub fn create(out: Option<&Path>) -> Result<PathBuf> {
     fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the run directory {}", dir.display()))?;
     check_writable(&dir)?;
+    tracing::info!(dir = %dir.display(), "run directory created");
     Ok(dir)
 }
 

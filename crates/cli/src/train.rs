@@ -7,20 +7,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mnist_data::{Batches, DataSplits, Normalizer, epoch_order};
 use mnist_metrics::{ConfusionMatrix, EpochPoint};
 use mnist_model::Network;
 use mnist_model::summary::TorchSummary;
-use mnist_optim::WeightEma;
 
-use crate::checkpoint::{self, RngState, TrainState};
+use crate::checkpoint::{self, TrainState};
 use crate::config::{DataArgs, Runtime, RuntimeArgs, TrainFlags};
 use crate::evaluate::confusion;
 use crate::report::{Metrics, RunInfo, print_report, write_files};
 use crate::run_dir;
+use crate::step::{self, TrainingStep};
 
 /// `mnist train` arguments.
 #[derive(Args, Debug)]
@@ -31,7 +30,7 @@ pub struct TrainArgs {
     data: DataArgs,
     #[command(flatten)]
     train: TrainFlags,
-    /// Run directory for checkpoints, weights and reports [default: runs/<timestamp>/].
+    /// Run directory for checkpoints, weights and reports [default: runs/TIMESTAMP/].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run in RUN_DIR from its last complete checkpoint, with its
@@ -50,6 +49,7 @@ pub struct TrainArgs {
 
 /// Where a run starts from.
 struct Start {
+    runtime: Runtime,
     state: TrainState,
     checkpoint: Option<PathBuf>,
     run_dir: RunDir,
@@ -72,14 +72,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let mut state = start.state;
     state.hyper.validate()?;
-    let runtime = RuntimeArgs {
-        backend: Some(state.backend.clone()),
-        device: state.device.clone(),
-    }
-    .resolve()?;
+    let runtime = start.runtime;
 
-    let dataset = mnist_data::Dataset::from_name(&state.dataset)
-        .context("unknown dataset in the run's state")?;
+    let dataset = state.dataset;
     let data_dir = args.data.dir(dataset);
     let loaded = Instant::now();
     let mut data = mnist_data::load(dataset, &data_dir)?;
@@ -103,14 +98,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         RunDir::New(out) => run_dir::create(out.as_deref())?,
     };
     let device = runtime.device.clone().autodiff();
-    let hyper = &state.hyper;
-    let mut model = hyper.model_kind()?.init(hyper.seed, &device);
-    let mut optim = hyper.optimizer_kind()?.init(hyper.weight_decay);
-    let mut ema =
-        (hyper.ema_decay > 0.0).then(|| WeightEma::new(&model, hyper.ema_decay, state.ema_updates));
+    let (mut model, mut step) = step::set_up(&state.hyper, &device, state.ema_updates);
     if let Some(path) = &start.checkpoint {
-        (model, optim) = checkpoint::restore(path, model, optim)?;
-        if let Some(ema) = &mut ema {
+        (model, step.optim) = checkpoint::restore(path, model, step.optim)?;
+        if let Some(ema) = &mut step.ema {
             ema.set_average(checkpoint::restore_ema(path, model.valid())?);
         }
         println!(
@@ -140,7 +131,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         run_dir: &run_dir,
         time_limit,
     };
-    let (model, last) = trainer.train(model, optim, ema, &mut state)?;
+    let (model, last) = trainer.train(model, step, &mut state)?;
     trainer.finish(&model, last, &state)
 }
 
@@ -148,29 +139,26 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
     let hyper = args.train.resolve();
     hyper.validate()?;
     let runtime = args.runtime.resolve()?;
-    let dataset = args.data.dataset()?;
+    let dataset = args.data.dataset;
     if let Some(out) = &args.out {
         run_dir::check_creatable(out)?;
     }
     Ok(Start {
         state: TrainState {
             epochs_done: 0,
-            hyper: hyper.clone(),
-            dataset: dataset.name().to_string(),
-            backend: runtime.backend.name().to_string(),
-            device: runtime.spec.to_string(),
+            hyper,
+            dataset,
+            backend: runtime.backend,
+            device: runtime.spec,
             train_limit: args.data.train_limit,
             test_limit: args.data.test_limit,
             history: Vec::new(),
             train_seconds: 0.0,
             ema_updates: 0,
-            rng: RngState {
-                seed: hyper.seed,
-                next_epoch: 0,
-            },
         },
         checkpoint: None,
         run_dir: RunDir::New(args.out.clone()),
+        runtime,
     })
 }
 
@@ -203,6 +191,7 @@ fn resume_point(dir: &Path, args: &TrainArgs) -> Result<Start> {
         );
     }
     Ok(Start {
+        runtime: Runtime::new(state.backend, state.device, "the run's state")?,
         state,
         checkpoint: Some(path),
         run_dir: RunDir::Existing(dir.to_path_buf()),
@@ -231,17 +220,15 @@ impl Trainer<'_> {
     fn train(
         &self,
         mut model: Network,
-        mut optim: burn::optim::ModuleOptimizer,
-        mut ema: Option<WeightEma<Network>>,
+        mut step: TrainingStep,
         state: &mut TrainState,
     ) -> Result<(Network, Evaluation)> {
         let mut last = None;
         let hyper = state.hyper.clone();
         let train = &self.data.train;
         let steps = Batches::count(train.len(), hyper.batch_size);
-        let schedule = hyper.schedule_kind(steps)?;
+        let schedule = hyper.run_schedule(steps);
         let device = self.runtime.device.clone().autodiff();
-        let loss_fn = hyper.loss(&device);
         let augmentation = hyper.augment.augmentation();
         // The notebook prints four times an epoch.
         let log_every = (steps / 4).max(1);
@@ -266,15 +253,13 @@ impl Trainer<'_> {
             // Two batches ahead keep the device fed while the host augments.
             model = batches.prefetch(2, |batches| -> Result<Network> {
                 let mut model = model;
-                for (step, batch) in batches.enumerate() {
-                    let lr = schedule.lr(epoch, step);
+                let mut waiting = Instant::now();
+                for (index, batch) in batches.enumerate() {
+                    let lr = schedule.lr(epoch, index);
                     let batch = batch.to_device(&device);
-                    let loss = loss_fn.forward(model.forward(batch.images), batch.targets);
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    model = optim.step(lr, model, grads);
-                    if let Some(ema) = &mut ema {
-                        ema.update(&model);
-                    }
+                    step.times.data_wait += waiting.elapsed();
+                    let loss;
+                    (model, loss) = step.step(model, batch.images, batch.targets, lr);
                     // Read the loss only once the whole step is queued: on an
                     // asynchronous device (CUDA) the read waits for the device,
                     // and reading before `backward` kept the host from queueing
@@ -283,34 +268,33 @@ impl Trainer<'_> {
                     // never saved (checkpoints are whole epochs).
                     let loss_value = f64::from(loss.into_scalar::<f32>());
                     if !loss_value.is_finite() {
-                        bail!(self.diverged(epoch, step, loss_value, lr, state));
+                        bail!(self.diverged(epoch, index, loss_value, lr, state));
                     }
                     loss_sum += loss_value;
                     bar.inc(1);
-                    if (step + 1) % log_every == 0 {
+                    if (index + 1) % log_every == 0 {
                         bar.suspend(|| {
                             println!(
                                 "Epoch [{}/{}], Step [{}/{}], Loss: {:.6}",
                                 epoch + 1,
                                 hyper.epochs,
-                                step + 1,
+                                index + 1,
                                 steps,
                                 loss_value
                             )
                         });
                     }
+                    waiting = Instant::now();
                 }
                 Ok(model)
             })?;
+            step.times.take().log(epoch + 1, steps);
             bar.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64();
             state.train_seconds += seconds;
 
             let eval_started = Instant::now();
-            let kept = match &ema {
-                Some(ema) => ema.average().clone(),
-                None => model.valid(),
-            };
+            let kept = step.kept(&model);
             let matrix = confusion(
                 &kept,
                 &self.data.test,
@@ -330,7 +314,7 @@ impl Trainer<'_> {
                 hyper.epochs,
                 point.train_loss,
                 100.0 * point.test_accuracy,
-                if ema.is_some() {
+                if step.ema.is_some() {
                     " (weight average)"
                 } else {
                     ""
@@ -349,13 +333,12 @@ impl Trainer<'_> {
             ));
             state.history.push(point);
             state.epochs_done = epoch + 1;
-            state.rng.next_epoch = epoch + 1;
-            state.ema_updates = ema.as_ref().map_or(0, |e| e.updates());
+            state.ema_updates = step.ema.as_ref().map_or(0, |e| e.updates());
             checkpoint::save(
                 self.run_dir,
                 &model,
-                &optim,
-                ema.as_ref().map(|e| e.average()),
+                &step.optim,
+                step.ema.as_ref().map(|e| e.average()),
                 state,
             )?;
             let epochs_run = epoch + 1 - first_epoch;
@@ -417,9 +400,9 @@ impl Trainer<'_> {
                 epochs: state.epochs_done,
                 train_seconds: state.train_seconds,
                 eval_seconds,
-                backend: self.runtime.backend.to_string(),
-                device: self.runtime.spec.to_string(),
-                dataset: self.data.dataset.to_string(),
+                backend: self.runtime.backend,
+                device: self.runtime.spec,
+                dataset: self.data.dataset,
                 model: inference.kind().to_string(),
                 parameters: mnist_model::parameter_count(inference),
                 hyper_parameters: Some(state.hyper.clone()),

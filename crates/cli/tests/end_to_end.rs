@@ -102,12 +102,12 @@ fn train_writes_every_output_and_the_notebooks_lines() {
 
 #[test]
 fn pytorch_exported_weights_evaluate() {
-    // $MNIST_GOLDEN_DIR overrides the shared copy beside the checkout, as
-    // for the model crate's parity tests.
+    // The model crate's fixture; $MNIST_GOLDEN_DIR overrides it, as for
+    // the model crate's parity tests.
     let golden = std::env::var_os("MNIST_GOLDEN_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/golden")
         })
         .join("seed_cnn.safetensors");
     let dir = tempfile::tempdir().unwrap();
@@ -131,7 +131,7 @@ fn bad_flags_fail_before_any_work() {
         (&["--lr", "-0.1"], "--lr"),
         (&["--gamma", "1.5"], "--gamma"),
         (&["--epochs", "0"], "--epochs"),
-        (&["--backend", "wgpu"], "unknown backend"),
+        (&["--backend", "wgpu"], "possible values: ndarray, flex, tch"),
         (&["--device", "cuda:0"], "CPU only"),
     ];
     for (flags, expected) in cases {

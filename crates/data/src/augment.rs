@@ -29,6 +29,20 @@ pub struct Augmentation {
     pub erase_probability: f32,
 }
 
+/// An augmentation setting outside the range it can take.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("augmentation {setting} must be in [{low}, {high}], got {value}")]
+pub struct OutOfRange {
+    /// Which setting, in words ("rotation", "scale", ...).
+    pub setting: &'static str,
+    /// Its smallest allowed value.
+    pub low: f32,
+    /// Its largest allowed value.
+    pub high: f32,
+    /// The value given.
+    pub value: f32,
+}
+
 impl Augmentation {
     /// No augmentation.
     pub fn none() -> Self {
@@ -45,7 +59,7 @@ impl Augmentation {
     }
 
     /// Say which value is out of range, if any.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), OutOfRange> {
         let checks = [
             ("rotation", self.rotation_degrees, 0.0, 180.0),
             ("translation", self.translate_pixels, 0.0, 14.0),
@@ -55,9 +69,12 @@ impl Augmentation {
         ];
         for (name, value, low, high) in checks {
             if !(value >= low && value <= high) {
-                return Err(format!(
-                    "augmentation {name} must be in [{low}, {high}], got {value}"
-                ));
+                return Err(OutOfRange {
+                    setting: name,
+                    low,
+                    high,
+                    value,
+                });
             }
         }
         Ok(())
@@ -414,11 +431,13 @@ mod tests {
             scale: 2.0,
             ..Augmentation::none()
         };
-        assert!(aug.validate().unwrap_err().contains("scale"));
+        assert_eq!(aug.validate().unwrap_err().setting, "scale");
         let nan = Augmentation {
             rotation_degrees: f32::NAN,
             ..Augmentation::none()
         };
-        assert!(nan.validate().unwrap_err().contains("rotation"));
+        let err = nan.validate().unwrap_err();
+        assert_eq!(err.setting, "rotation");
+        assert!(err.to_string().contains("must be in [0, 180]"), "{err}");
     }
 }

@@ -23,12 +23,18 @@ const TRAIN_LABELS: &str = "train-labels-idx1-ubyte.gz";
 const TEST_IMAGES: &str = "t10k-images-idx3-ubyte.gz";
 const TEST_LABELS: &str = "t10k-labels-idx1-ubyte.gz";
 
-/// A known dataset in the IDX format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A known dataset in the IDX format. Its name ([`Dataset::name`]) is the
+/// same on the command line, in files and for directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Dataset {
     /// Handwritten digits (LeCun, Cortes, Burges).
+    #[serde(rename = "mnist")]
+    #[cfg_attr(feature = "clap", value(name = "mnist"))]
     Mnist,
     /// Zalando's clothing images (Xiao, Rasul, Vollgraf 2017).
+    #[serde(rename = "fashion-mnist")]
+    #[cfg_attr(feature = "clap", value(name = "fashion-mnist"))]
     FashionMnist,
 }
 
@@ -42,11 +48,6 @@ impl Dataset {
             Dataset::Mnist => "mnist",
             Dataset::FashionMnist => "fashion-mnist",
         }
-    }
-
-    /// Parse a command-line name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.name() == name)
     }
 
     /// Class names, index = label.
@@ -134,6 +135,22 @@ impl Dataset {
     }
 }
 
+/// A name that is no dataset's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dataset `{0}`; use mnist or fashion-mnist")]
+pub struct UnknownDataset(pub String);
+
+impl std::str::FromStr for Dataset {
+    type Err = UnknownDataset;
+
+    fn from_str(name: &str) -> Result<Self, UnknownDataset> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == name)
+            .ok_or_else(|| UnknownDataset(name.to_string()))
+    }
+}
+
 impl std::fmt::Display for Dataset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -163,6 +180,36 @@ pub fn resolve_data_dir(
         }
         None => workspace_root.join("data").join(dataset.name()),
     }
+}
+
+/// The directory of `dataset` when no `--data-dir` is given
+/// (`MNIST_DATA_DIR`, else `data/<dataset>/` under `workspace_root`, where
+/// `cargo xtask download` puts it), checked to hold the four files; else an
+/// error saying how to get them. Tests find the real files through this.
+pub fn find_data_dir(dataset: Dataset, workspace_root: &Path) -> Result<PathBuf, DataError> {
+    let env = std::env::var_os("MNIST_DATA_DIR").map(PathBuf::from);
+    let dir = resolve_data_dir(None, env.as_deref(), workspace_root, dataset);
+    check_present(dataset, &dir)?;
+    Ok(dir)
+}
+
+/// `dir` holds all four files of `dataset` (and is not another dataset's).
+fn check_present(dataset: Dataset, dir: &Path) -> Result<(), DataError> {
+    check_not_other_dataset(dataset, dir)?;
+    let missing: Vec<&str> = dataset
+        .files()
+        .iter()
+        .map(|f| f.name)
+        .filter(|name| !dir.join(name).is_file())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(DataError::Missing {
+        dataset,
+        dir: dir.to_path_buf(),
+        missing: missing.join(", "),
+    })
 }
 
 /// One split: `len` images of `rows × cols` bytes and their labels.
@@ -220,32 +267,29 @@ pub struct DataSplits {
 
 /// Load both splits of `dataset` from `dir`, validating every file.
 pub fn load(dataset: Dataset, dir: &Path) -> Result<DataSplits, DataError> {
-    check_not_other_dataset(dataset, dir)?;
-    let missing: Vec<&str> = dataset
-        .files()
-        .iter()
-        .map(|f| f.name)
-        .filter(|name| !dir.join(name).is_file())
-        .collect();
-    if !missing.is_empty() {
-        return Err(DataError::Missing {
-            dataset,
-            dir: dir.to_path_buf(),
-            missing: missing.join(", "),
-        });
-    }
+    check_present(dataset, dir)?;
     let [train_images, train_labels, test_images, test_labels] =
         dataset.files().map(|f| dir.join(f.name));
     // The two splits are independent: decode them on two threads.
+    let started = std::time::Instant::now();
     let (train, test) = std::thread::scope(|s| {
         let train = s.spawn(|| load_split(&train_images, &train_labels));
         let test = load_split(&test_images, &test_labels);
         (join(train), test)
     });
+    let (train, test) = (train?, test?);
+    tracing::info!(
+        %dataset,
+        dir = %dir.display(),
+        train = train.len(),
+        test = test.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "loaded"
+    );
     Ok(DataSplits {
         dataset,
-        train: train?,
-        test: test?,
+        train,
+        test,
     })
 }
 
@@ -307,9 +351,13 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for d in Dataset::ALL {
-            assert_eq!(Dataset::from_name(d.name()), Some(d));
+            assert_eq!(d.name().parse::<Dataset>(), Ok(d));
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(json, format!("\"{}\"", d.name()), "files use the same name");
+            assert_eq!(serde_json::from_str::<Dataset>(&json).unwrap(), d);
         }
-        assert_eq!(Dataset::from_name("cifar"), None);
+        let err = "cifar".parse::<Dataset>().unwrap_err().to_string();
+        assert!(err.contains("mnist or fashion-mnist"), "{err}");
     }
 
     #[test]

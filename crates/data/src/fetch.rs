@@ -7,12 +7,13 @@
 //! connection, full disk) never leaves a partial file, and never touches a
 //! valid file that was already there.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::atomic::AtomicFile;
 use crate::dataset::{DataFile, Dataset};
 
 /// Why a file could not be fetched.
@@ -109,19 +110,6 @@ pub fn is_valid(path: &Path, sha256: &str) -> bool {
     path.is_file() && sha256_file(path).is_ok_and(|d| d == sha256)
 }
 
-/// Temporary files are created private (0600); what we keep is an ordinary
-/// file, readable like any other download.
-fn make_ordinary(file: &File) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(0o644))?;
-    }
-    #[cfg(not(unix))]
-    let _ = file;
-    Ok(())
-}
-
 /// Copy `reader` into `dest` through a temporary file, checking the digest;
 /// `dest` appears only if everything succeeded.
 pub fn write_verified(
@@ -131,17 +119,11 @@ pub fn write_verified(
     source_name: &str,
     progress: &dyn Progress,
 ) -> Result<(), FetchError> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
     let io_err = |path: &Path, cause| FetchError::Io {
         path: path.to_path_buf(),
         cause,
     };
-    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".download-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| io_err(dir, e))?;
+    let mut tmp = AtomicFile::create(dest).map_err(|e| io_err(dest, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -157,7 +139,9 @@ pub fn write_verified(
             }
         };
         hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n]).map_err(|e| io_err(dest, e))?;
+        tmp.file()
+            .write_all(&buf[..n])
+            .map_err(|e| io_err(dest, e))?;
         progress.advance(n as u64);
     }
     let actual = hex::encode(hasher.finalize());
@@ -169,10 +153,7 @@ pub fn write_verified(
             actual,
         });
     }
-    make_ordinary(tmp.as_file()).map_err(|e| io_err(dest, e))?;
-    tmp.as_file().sync_all().map_err(|e| io_err(dest, e))?;
-    tmp.persist(dest).map_err(|e| io_err(dest, e.error))?;
-    Ok(())
+    tmp.commit().map_err(|e| io_err(dest, e))
 }
 
 /// Copy the dataset's four files from `from` into `dir`, verified.
@@ -189,9 +170,11 @@ pub fn import_dataset(
         .map(|file| {
             let dest = dir.join(file.name);
             if is_valid(&dest, file.sha256) {
+                tracing::debug!(file = %dest.display(), "already present with the right checksum; skipped");
                 return Ok((file, Outcome::AlreadyValid));
             }
             let src = from.join(file.name);
+            tracing::info!(from = %src.display(), to = %dest.display(), "importing");
             let reader = File::open(&src).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => FetchError::SourceMissing { path: src.clone() },
                 _ => FetchError::Io {
@@ -233,6 +216,7 @@ mod http {
             .timeout_recv_body(Some(Duration::from_secs(120)))
             .build()
             .new_agent();
+        tracing::info!(url, to = %dest.display(), "downloading");
         let mut response = agent.get(url).call().map_err(|e| http_err(e.to_string()))?;
         let total = response.body().content_length();
         let name = dest
@@ -262,6 +246,7 @@ mod http {
         for file in dataset.files() {
             let dest = dir.join(file.name);
             if is_valid(&dest, file.sha256) {
+                tracing::debug!(file = %dest.display(), "already present with the right checksum; skipped");
                 outcomes.push((file, Outcome::AlreadyValid));
                 continue;
             }
@@ -270,10 +255,14 @@ mod http {
                 let url = format!("{}/{}", mirror.trim_end_matches('/'), file.name);
                 match download_file(&url, &dest, file.sha256, progress) {
                     Ok(()) => {
+                        tracing::info!(url, file = %dest.display(), "downloaded and verified");
                         outcomes.push((file, Outcome::Written(url)));
                         break;
                     }
-                    Err(e) => attempts.push(e.to_string()),
+                    Err(e) => {
+                        tracing::warn!(url, error = %e, "mirror failed; trying the next one");
+                        attempts.push(e.to_string());
+                    }
                 }
             }
             if outcomes.last().map(|(f, _)| f.name) != Some(file.name) {
@@ -292,6 +281,8 @@ pub use http::{download_dataset, download_file};
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn digest(bytes: &[u8]) -> String {

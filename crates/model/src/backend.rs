@@ -8,14 +8,23 @@
 
 use burn::tensor::Device;
 
-/// A Burn backend this project can be built with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A Burn backend this project can be built with. Its name
+/// ([`BackendKind::name`]) is the `--backend` value, the Cargo feature and
+/// what run files record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum BackendKind {
     /// burn-ndarray: portable CPU reference backend.
+    #[serde(rename = "ndarray")]
+    #[cfg_attr(feature = "clap", value(name = "ndarray"))]
     NdArray,
     /// burn-flex: Burn's fast pure-Rust CPU backend (SIMD, rayon).
+    #[serde(rename = "flex")]
+    #[cfg_attr(feature = "clap", value(name = "flex"))]
     Flex,
     /// burn-tch: libtorch, for CPU, CUDA and Apple MPS.
+    #[serde(rename = "tch")]
+    #[cfg_attr(feature = "clap", value(name = "tch"))]
     Tch,
 }
 
@@ -79,14 +88,6 @@ impl BackendKind {
             BackendKind::Flex => "flex",
             BackendKind::Tch => "tch",
         }
-    }
-
-    /// Parse a `--backend` value.
-    pub fn from_name(name: &str) -> Result<Self, BackendError> {
-        Self::ALL
-            .into_iter()
-            .find(|b| b.name() == name)
-            .ok_or_else(|| BackendError::UnknownBackend(name.to_string()))
     }
 
     /// Whether this binary was built with the backend.
@@ -173,6 +174,31 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
+impl std::str::FromStr for BackendKind {
+    type Err = BackendError;
+
+    fn from_str(name: &str) -> Result<Self, BackendError> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| BackendError::UnknownBackend(name.to_string()))
+    }
+}
+
+/// Stored as its `--device` spelling (`cpu`, `cuda:0`, `mps`).
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for DeviceSpec {
     type Err = BackendError;
 
@@ -221,11 +247,27 @@ mod tests {
         assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
         assert!("gpu".parse::<DeviceSpec>().is_err());
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
+        let stored = serde_json::to_string(&DeviceSpec::Cuda(2)).unwrap();
+        assert_eq!(stored, "\"cuda:2\"");
+        assert_eq!(
+            serde_json::from_str::<DeviceSpec>(&stored).unwrap(),
+            DeviceSpec::Cuda(2)
+        );
+        assert!(serde_json::from_str::<DeviceSpec>("\"gpu\"").is_err());
+    }
+
+    #[test]
+    fn backend_names_are_the_same_everywhere() {
+        for backend in BackendKind::ALL {
+            assert_eq!(backend.name().parse::<BackendKind>().unwrap(), backend);
+            let json = serde_json::to_string(&backend).unwrap();
+            assert_eq!(json, format!("\"{}\"", backend.name()));
+        }
     }
 
     #[test]
     fn unknown_backend_lists_the_choices() {
-        let err = BackendKind::from_name("wgpu").unwrap_err().to_string();
+        let err = "wgpu".parse::<BackendKind>().unwrap_err().to_string();
         assert!(err.contains("ndarray, flex, tch"), "{err}");
     }
 

@@ -85,29 +85,53 @@ pub struct Hvc {
 
 const KERNEL: usize = 3;
 
+/// An [`HvcConfig`] that describes no network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HvcConfigError {
+    /// No convolutions, or no capsule branch.
+    #[error("an HVC network needs convolutions and at least one branch")]
+    Empty,
+    /// Branches out of order or after a convolution that is not there.
+    #[error(
+        "branches must follow convolutions 1..={convolutions} in increasing order, got {branch_after:?}"
+    )]
+    Branches {
+        /// Convolutions in the stack.
+        convolutions: usize,
+        /// The branch positions given.
+        branch_after: Vec<usize>,
+    },
+    /// The unpadded convolutions would shrink the image to nothing.
+    #[error("{convolutions} unpadded 3×3 convolutions need images larger than {image_size} pixels")]
+    ImageTooSmall {
+        /// Convolutions in the stack.
+        convolutions: usize,
+        /// The image side given.
+        image_size: usize,
+    },
+}
+
 impl HvcConfig {
     /// Say what is wrong with the configuration, if anything.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), HvcConfigError> {
         if self.channels.is_empty() || self.branch_after.is_empty() {
-            return Err("an HVC network needs convolutions and at least one branch".into());
+            return Err(HvcConfigError::Empty);
         }
         let mut last = 0;
         for &after in &self.branch_after {
             if after <= last || after > self.channels.len() {
-                return Err(format!(
-                    "branches must follow convolutions 1..={} in increasing order, got {:?}",
-                    self.channels.len(),
-                    self.branch_after
-                ));
+                return Err(HvcConfigError::Branches {
+                    convolutions: self.channels.len(),
+                    branch_after: self.branch_after.clone(),
+                });
             }
             last = after;
         }
         if self.image_size <= (KERNEL - 1) * self.channels.len() {
-            return Err(format!(
-                "{} unpadded 3×3 convolutions need images larger than {} pixels",
-                self.channels.len(),
-                self.image_size
-            ));
+            return Err(HvcConfigError::ImageTooSmall {
+                convolutions: self.channels.len(),
+                image_size: self.image_size,
+            });
         }
         Ok(())
     }
@@ -237,9 +261,13 @@ mod tests {
     #[test]
     fn impossible_configurations_are_explained() {
         let bad = HvcConfig::new().with_branch_after(vec![6, 3]);
-        assert!(bad.check().unwrap_err().contains("increasing"));
+        let err = bad.check().unwrap_err();
+        assert!(matches!(err, HvcConfigError::Branches { .. }));
+        assert!(err.to_string().contains("increasing"), "{err}");
         let deep = HvcConfig::new().with_channels(vec![8; 14]);
-        assert!(deep.check().unwrap_err().contains("larger"));
+        let err = deep.check().unwrap_err();
+        assert!(matches!(err, HvcConfigError::ImageTooSmall { .. }));
+        assert!(err.to_string().contains("larger"), "{err}");
         HvcConfig::new().check().unwrap();
     }
 }

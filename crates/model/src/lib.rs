@@ -28,8 +28,8 @@ pub mod summary;
 pub mod torch_io;
 
 pub use backend::{BackendError, BackendKind, DeviceSpec};
-pub use hvc::{Hvc, HvcConfig};
-pub use network::{ModelKind, Network};
+pub use hvc::{Hvc, HvcConfig, HvcConfigError};
+pub use network::{ModelKind, Network, UnknownModel};
 pub use seed_cnn::{SeedCnn, SeedCnnConfig};
 pub use seed_plus::{SeedPlusCnn, SeedPlusCnnConfig};
 pub use torch_io::{WeightsError, load_weights, save_weights};

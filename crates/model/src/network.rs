@@ -21,15 +21,39 @@ use crate::{SeedCnn, SeedCnnConfig};
 /// Safetensors metadata key naming the model of a weights file.
 pub const MODEL_METADATA_KEY: &str = "mnist_rs.model";
 
-/// Which network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which network. Its name ([`ModelKind::name`]) is the same on the command
+/// line, in run files and in weights files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ModelKind {
     /// The notebook's CNN.
+    #[serde(rename = "seed")]
+    #[cfg_attr(feature = "clap", value(name = "seed"))]
     Seed,
     /// The notebook's CNN with batch norm and dropout.
+    #[serde(rename = "seed-plus")]
+    #[cfg_attr(feature = "clap", value(name = "seed-plus"))]
     SeedPlus,
     /// Homogeneous vector capsules (Byerly et al. 2020).
+    #[serde(rename = "hvc")]
+    #[cfg_attr(feature = "clap", value(name = "hvc"))]
     Hvc,
+}
+
+/// A name that is no model's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown model `{0}`; choose one of seed, seed-plus, hvc")]
+pub struct UnknownModel(pub String);
+
+impl std::str::FromStr for ModelKind {
+    type Err = UnknownModel;
+
+    fn from_str(name: &str) -> Result<Self, UnknownModel> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| UnknownModel(name.to_string()))
+    }
 }
 
 impl ModelKind {
@@ -43,17 +67,6 @@ impl ModelKind {
             ModelKind::SeedPlus => "seed-plus",
             ModelKind::Hvc => "hvc",
         }
-    }
-
-    /// The model called `name`, or an error listing the choices.
-    pub fn from_name(name: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
-                format!("unknown model `{name}`; choose one of {}", names.join(", "))
-            })
     }
 
     /// A freshly initialised network, its weights drawn from `seed`.
@@ -73,10 +86,12 @@ impl ModelKind {
 
     fn of_file(file: &WeightsFile, path: &Path) -> Result<Self, WeightsError> {
         if let Some(name) = file.metadata.get(MODEL_METADATA_KEY) {
-            return Self::from_name(name).map_err(|reason| WeightsError::Corrupt {
-                path: path.to_path_buf(),
-                reason,
-            });
+            return name
+                .parse()
+                .map_err(|e: UnknownModel| WeightsError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
         }
         let has = |prefix: &str| file.tensors.keys().any(|k| k.starts_with(prefix));
         Ok(if has("branches.") {
@@ -130,6 +145,7 @@ impl Network {
     pub fn load(path: &Path, device: &Device) -> Result<Self, WeightsError> {
         let file = torch_io::read_weights_file(path)?;
         let kind = ModelKind::of_file(&file, path)?;
+        tracing::info!(path = %path.display(), model = %kind, "loading weights");
         torch_io::load_state_dict(kind.init(0, device), file.tensors).map_err(|problems| {
             WeightsError::Mismatch {
                 path: path.to_path_buf(),
@@ -162,9 +178,16 @@ mod tests {
     #[test]
     fn names_round_trip_and_unknown_names_list_the_choices() {
         for kind in ModelKind::ALL {
-            assert_eq!(ModelKind::from_name(kind.name()).unwrap(), kind);
+            assert_eq!(kind.name().parse::<ModelKind>().unwrap(), kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(
+                json,
+                format!("\"{}\"", kind.name()),
+                "files use the same name"
+            );
+            assert_eq!(serde_json::from_str::<ModelKind>(&json).unwrap(), kind);
         }
-        let err = ModelKind::from_name("resnet").unwrap_err();
+        let err = "resnet".parse::<ModelKind>().unwrap_err().to_string();
         assert!(err.contains("seed, seed-plus, hvc"), "{err}");
     }
 

@@ -127,8 +127,8 @@ impl SeedCnn {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         // conv → pool → relu, one fused operation per layer (same values and
         // gradients as the three separate operations; see `fused`).
-        let x = conv_pool_relu(images, &self.conv1);
-        let x = conv_pool_relu(x, &self.conv2);
+        let x = conv_pool_relu(images, &self.conv1, &self.pool);
+        let x = conv_pool_relu(x, &self.conv2, &self.pool);
         // [b, c, h, w] → [b, c·h·w], the order of PyTorch's `view(-1, 1568)`.
         let x = x.flatten::<2>(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));

@@ -6,8 +6,8 @@
 //! linear weights `[out, in]` (Burn's are `[in, out]`, so they are
 //! transposed on the way in and out). Works for any [`Module`].
 
+use mnist_data::atomic::write_atomically;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -413,27 +413,6 @@ pub fn save_weights_with<M: Module>(
     })
 }
 
-/// Write `bytes` to a temporary file beside `path`, sync it, then rename it
-/// over `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    // Temporary files are created private (0600); the result is an ordinary file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,15 +522,5 @@ mod tests {
         let metadata = read_weights_file(&path).unwrap().metadata;
         assert_eq!(metadata.get("a_key").map(String::as_str), Some("2"));
         assert_eq!(metadata.get("format").map(String::as_str), Some("pt"));
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        write_atomically(&path, b"one").unwrap();
-        write_atomically(&path, b"two").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

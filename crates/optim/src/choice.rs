@@ -8,15 +8,39 @@ use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 
 use crate::RAdamConfig;
 
-/// Which optimizer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which optimizer. Its name ([`OptimizerKind::name`]) is the same on the
+/// command line and in run files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum OptimizerKind {
     /// RAdam with decoupled weight decay (the notebook's).
+    #[serde(rename = "radam")]
+    #[cfg_attr(feature = "clap", value(name = "radam"))]
     RAdam,
     /// Adam with weight decay as an L2 penalty in the gradient (`torch.optim.Adam`).
+    #[serde(rename = "adam")]
+    #[cfg_attr(feature = "clap", value(name = "adam"))]
     Adam,
     /// Adam with decoupled weight decay (`torch.optim.AdamW`).
+    #[serde(rename = "adamw")]
+    #[cfg_attr(feature = "clap", value(name = "adamw"))]
     AdamW,
+}
+
+/// A name that is no optimizer's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown optimizer `{0}`; choose radam, adam or adamw")]
+pub struct UnknownOptimizer(pub String);
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = UnknownOptimizer;
+
+    fn from_str(name: &str) -> Result<Self, UnknownOptimizer> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.name() == name)
+            .ok_or_else(|| UnknownOptimizer(name.to_string()))
+    }
 }
 
 impl OptimizerKind {
@@ -34,14 +58,6 @@ impl OptimizerKind {
             OptimizerKind::Adam => "adam",
             OptimizerKind::AdamW => "adamw",
         }
-    }
-
-    /// The optimizer called `name`, or an error listing the choices.
-    pub fn from_name(name: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|o| o.name() == name)
-            .ok_or_else(|| format!("unknown optimizer `{name}`; choose radam, adam or adamw"))
     }
 
     /// The optimizer for a whole module, with the given weight decay.
@@ -76,12 +92,16 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for kind in OptimizerKind::ALL {
-            assert_eq!(OptimizerKind::from_name(kind.name()).unwrap(), kind);
+            assert_eq!(kind.name().parse::<OptimizerKind>().unwrap(), kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(
+                json,
+                format!("\"{}\"", kind.name()),
+                "files use the same name"
+            );
+            assert_eq!(serde_json::from_str::<OptimizerKind>(&json).unwrap(), kind);
         }
-        assert!(
-            OptimizerKind::from_name("sgd")
-                .unwrap_err()
-                .contains("adamw")
-        );
+        let err = "sgd".parse::<OptimizerKind>().unwrap_err().to_string();
+        assert!(err.contains("adamw"), "{err}");
     }
 }

@@ -29,15 +29,6 @@ impl<M: Module> WeightEma<M> {
         }
     }
 
-    /// Resume with a saved average.
-    pub fn resume(average: M, decay: f64, updates: usize) -> Self {
-        Self {
-            average,
-            decay,
-            updates,
-        }
-    }
-
     /// The decay the next update uses.
     pub fn current_decay(&self) -> f64 {
         let n = self.updates as f64;
@@ -137,7 +128,7 @@ mod tests {
         #[allow(deprecated)]
         let device = Device::ndarray();
         let model = tiny_with(0.0, &device);
-        let mut ema = WeightEma::resume(model.clone(), 0.5, 0);
+        let mut ema = WeightEma::new(&model, 0.5, 0);
         // First update: decay min(0.5, 1/10) = 0.1 → 0.1·0 + 0.9·1.
         assert!((ema.current_decay() - 0.1).abs() < 1e-12);
         // The same parameter (mapping keeps its id), moved to 1.
@@ -150,7 +141,8 @@ mod tests {
                 .all(|&w| (w - 0.9).abs() < 1e-6)
         );
         // Much later the configured decay applies: 0.5·0.9 + 0.5·1.
-        let mut later = WeightEma::resume(ema.average().clone(), 0.5, 1000);
+        let mut later = WeightEma::new(&model, 0.5, 1000);
+        later.set_average(ema.average().clone());
         later.update(&moved);
         assert!(
             weight(later.average())

@@ -4,9 +4,9 @@
 //!   `decoupled_weight_decay=True` (parameters shrink by `1 − lr·wd` before
 //!   the moment update), as a per-parameter Burn [`Optimizer`] whose state
 //!   is a [`RecordState`] that checkpoints save;
-//! - [`EpochExponentialLr`]: PyTorch's `ExponentialLR` stepped once per
-//!   epoch, as the notebook does (Burn's schedulers step per iteration);
-//!   [`RunSchedule`] adds one-cycle, cosine with warm-up and constant rates;
+//! - [`RunSchedule`]: PyTorch's `ExponentialLR` stepped once per epoch, as
+//!   the notebook does (Burn's schedulers step per iteration), and
+//!   one-cycle, cosine with warm-up and constant rates;
 //! - [`OptimizerKind`]: RAdam, Adam or AdamW chosen at run time;
 //! - [`WeightEma`]: an exponential moving average of the weights.
 //!
@@ -20,10 +20,10 @@ mod ema;
 mod radam;
 mod schedule;
 
-pub use choice::OptimizerKind;
+pub use choice::{OptimizerKind, UnknownOptimizer};
 pub use ema::WeightEma;
 pub use radam::{RAdam, RAdamConfig, RAdamState};
-pub use schedule::{EpochExponentialLr, LrSchedule, RunSchedule};
+pub use schedule::{LrSchedule, RunSchedule, ScheduleKind};
 
 // `#[derive(RecordState)]` names these through `crate::`.
 #[doc(hidden)]

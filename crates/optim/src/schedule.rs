@@ -1,47 +1,52 @@
-use burn::config::Config;
+//! Learning-rate schedules: the notebook's per-epoch `ExponentialLR`, and
+//! one-cycle, cosine with warm-up and constant rates for the other recipes.
 
-/// PyTorch's `ExponentialLR`, stepped once per epoch: epoch `e` trains at
-/// `lr · gamma^e`.
-///
-/// The rate is recomputed from the epoch number, so a resumed run needs no
-/// scheduler state beyond the epoch. It multiplies `gamma` in once per epoch,
-/// as PyTorch does, so the rates agree with PyTorch's to the last bit.
-#[derive(Config, Debug, PartialEq)]
-pub struct EpochExponentialLr {
-    /// The rate of the first epoch.
-    #[config(default = 0.0015)]
-    pub initial_lr: f64,
-    /// Decay factor per epoch, in (0, 1].
-    #[config(default = 0.9)]
-    pub gamma: f64,
+/// Which schedule a run uses (`--schedule`); [`LrSchedule`] adds its
+/// settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum ScheduleKind {
+    /// `ExponentialLR` stepped once per epoch (the notebook's).
+    #[serde(rename = "exponential")]
+    #[cfg_attr(feature = "clap", value(name = "exponential"))]
+    Exponential,
+    /// PyTorch's `OneCycleLR`, stepped per batch.
+    #[serde(rename = "one-cycle")]
+    #[cfg_attr(feature = "clap", value(name = "one-cycle"))]
+    OneCycle,
+    /// Cosine decay to 0 after a linear warm-up.
+    #[serde(rename = "cosine")]
+    #[cfg_attr(feature = "clap", value(name = "cosine"))]
+    Cosine,
+    /// The same rate throughout.
+    #[serde(rename = "constant")]
+    #[cfg_attr(feature = "clap", value(name = "constant"))]
+    Constant,
 }
 
-impl EpochExponentialLr {
-    /// The learning rate of epoch `epoch` (0-based).
-    pub fn lr(&self, epoch: usize) -> f64 {
-        (0..epoch).fold(self.initial_lr, |lr, _| lr * self.gamma)
+impl ScheduleKind {
+    /// Every schedule.
+    pub const ALL: [ScheduleKind; 4] = [
+        ScheduleKind::Exponential,
+        ScheduleKind::OneCycle,
+        ScheduleKind::Cosine,
+        ScheduleKind::Constant,
+    ];
+
+    /// The name used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleKind::Exponential => "exponential",
+            ScheduleKind::OneCycle => "one-cycle",
+            ScheduleKind::Cosine => "cosine",
+            ScheduleKind::Constant => "constant",
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decays_once_per_epoch_like_pytorch() {
-        let s = EpochExponentialLr::new()
-            .with_initial_lr(0.1)
-            .with_gamma(0.9);
-        assert_eq!(s.lr(0), 0.1);
-        // PyTorch's chained form gives 0.1 * 0.9 = 0.09000000000000001.
-        assert_eq!(s.lr(1), 0.09000000000000001);
-        assert_eq!(s.lr(2), 0.09000000000000001 * 0.9);
-    }
-
-    #[test]
-    fn defaults_are_the_notebooks() {
-        let s = EpochExponentialLr::new();
-        assert_eq!((s.initial_lr, s.gamma), (0.0015, 0.9));
+impl std::fmt::Display for ScheduleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -94,10 +99,7 @@ impl RunSchedule {
         let total = (self.steps_per_epoch * self.epochs).max(1);
         match self.schedule {
             LrSchedule::Constant => self.lr,
-            LrSchedule::Exponential { gamma } => EpochExponentialLr::new()
-                .with_initial_lr(self.lr)
-                .with_gamma(gamma)
-                .lr(epoch),
+            LrSchedule::Exponential { gamma } => exponential(self.lr, gamma, epoch),
             LrSchedule::OneCycle => one_cycle(self.lr, step, total),
             LrSchedule::Cosine { warmup_steps } => {
                 if step < warmup_steps {
@@ -110,6 +112,13 @@ impl RunSchedule {
             }
         }
     }
+}
+
+/// PyTorch's `ExponentialLR` stepped once per epoch: epoch `epoch` trains at
+/// `lr · gamma^epoch`, with `gamma` multiplied in once per epoch as PyTorch
+/// does, so the rates agree with PyTorch's to the last bit.
+fn exponential(lr: f64, gamma: f64, epoch: usize) -> f64 {
+    (0..epoch).fold(lr, |lr, _| lr * gamma)
 }
 
 /// `OneCycleLR(max_lr, total_steps)` at step `step`, as PyTorch computes it
@@ -131,7 +140,7 @@ fn one_cycle(max_lr: f64, step: usize, total: usize) -> f64 {
 }
 
 #[cfg(test)]
-mod run_schedule_tests {
+mod tests {
     use super::*;
 
     fn run(schedule: LrSchedule) -> RunSchedule {
@@ -144,13 +153,21 @@ mod run_schedule_tests {
     }
 
     #[test]
-    fn exponential_is_the_per_epoch_schedule() {
+    fn exponential_decays_once_per_epoch_like_pytorch() {
         let s = run(LrSchedule::Exponential { gamma: 0.9 });
         assert_eq!(s.lr(0, 9), 0.01);
-        assert_eq!(
-            s.lr(2, 0),
-            EpochExponentialLr::new().with_initial_lr(0.01).lr(2)
-        );
+        // PyTorch's chained form gives 0.01 * 0.9 = 0.009000000000000001.
+        assert_eq!(s.lr(1, 0), 0.01 * 0.9);
+        assert_eq!(s.lr(2, 5), 0.01 * 0.9 * 0.9);
+    }
+
+    #[test]
+    fn schedule_names_are_the_same_everywhere() {
+        for kind in ScheduleKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+            assert_eq!(serde_json::from_str::<ScheduleKind>(&json).unwrap(), kind);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! a GPU. Here:
 //!
 //! - **flex** reads the statistics in place and writes each result in one
-//!   pass ([`norm_host`](super::norm_host));
+//!   pass ([`host::batch_norm`](super::host::batch_norm));
 //! - **tch** on a GPU runs libtorch's own `native_batch_norm` forward, and a
 //!   backward pass of a few whole-tensor reductions with no transposes; on
 //!   the CPU, where that measured slower, Burn's generic body;

@@ -1,11 +1,10 @@
 //! The fused layer, the plain convolution, pooling + ReLU and batch norm on
-//! flex: the [`host`](super::host) and [`norm_host`](super::norm_host)
+//! flex: the [`host`](super::host)
 //! kernels on the tensors' own memory. Anything but `f32` takes the
 //! composed default.
 
 use super::batch_norm::{self, BatchNormKernels, BatchNormOps, NormGrads, NormSaved};
-use super::host::{self, ConvPoolShape};
-use super::norm_host::{self, NormShape};
+use super::host::{self, ConvPoolShape, NormShape};
 use super::{
     ConvPoolKernels, ConvPoolOps, ConvSaved, LayerGrads, PoolSaved, Saved, composed_backward,
     composed_conv, composed_conv_backward, composed_parts, composed_pool_backward,
@@ -38,7 +37,7 @@ impl ConvPoolOps for Flex {
             return composed_conv::<Self>(x, weight, bias);
         };
         let (x, weight, bias) = (dense(x), dense(weight), dense(bias));
-        let output = host::conv_forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
+        let output = host::conv_same_forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
         tensor(output, conv_output_shape(&shape))
     }
 }
@@ -50,7 +49,7 @@ impl ConvPoolKernels for Flex {
         }
         let [batch, channels, height, width] = x.shape().dims();
         let x = dense(x);
-        let (output, routes) = host::pool_relu_planes(height, width, f32s(&x));
+        let (output, routes) = host::pool_relu_forward(height, width, f32s(&x));
         let shape = Shape::new([batch, channels, height / 2, width / 2]);
         (
             FlexTensor::from_data(TensorData::new(routes, shape.clone())),
@@ -72,7 +71,7 @@ impl ConvPoolKernels for Flex {
             .windows
             .as_slice::<u8>()
             .expect("routes are written contiguous by pool_relu_parts");
-        let grad = host::pool_relu_planes_backward(height, width, routes, f32s(&output_grad));
+        let grad = host::pool_relu_backward(height, width, routes, f32s(&output_grad));
         tensor(grad, Shape::new([batch, channels, height, width]))
     }
 
@@ -85,7 +84,8 @@ impl ConvPoolKernels for Flex {
             return composed_parts::<Self>(x, weight, bias);
         };
         let (x, weight, bias) = (dense(x), dense(weight), dense(bias));
-        let (output, routes) = host::forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
+        let (output, routes) =
+            host::conv_pool_relu_forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
         (
             FlexTensor::from_data(TensorData::new(routes, output_shape(&shape))),
             tensor(output, output_shape(&shape)),
@@ -109,7 +109,7 @@ impl ConvPoolKernels for Flex {
             .windows
             .as_slice::<u8>()
             .expect("routes are written contiguous by conv_pool_relu_parts");
-        let grads = host::backward(
+        let grads = host::conv_pool_relu_backward(
             &shape,
             f32s(&x),
             f32s(&weight),
@@ -132,7 +132,7 @@ impl ConvPoolKernels for Flex {
         let (x_shape, weight_shape) = (saved.x.shape(), saved.weight.shape());
         let (x, weight, output_grad) = (dense(saved.x), dense(saved.weight), dense(output_grad));
         let grads =
-            host::conv_backward(&shape, f32s(&x), f32s(&weight), f32s(&output_grad), want_x);
+            host::conv_same_backward(&shape, f32s(&x), f32s(&weight), f32s(&output_grad), want_x);
         grad_tensors(grads, x_shape, weight_shape)
     }
 }
@@ -228,7 +228,7 @@ impl BatchNormOps for Flex {
         };
         let x_shape = x.shape();
         let (x, gamma, beta) = (dense(x), dense(gamma), dense(beta));
-        let result = norm_host::forward(&shape, f32s(&x), f32s(&gamma), f32s(&beta), epsilon);
+        let result = host::batch_norm_forward(&shape, f32s(&x), f32s(&gamma), f32s(&beta), epsilon);
         let channels = Shape::new([shape.channels]);
         (
             tensor(result.output, x_shape),
@@ -256,7 +256,7 @@ impl BatchNormKernels for Flex {
             output_grad,
         ]
         .map(dense);
-        let grads = norm_host::backward(
+        let grads = host::batch_norm_backward(
             &shape,
             f32s(&x),
             f32s(&gamma),

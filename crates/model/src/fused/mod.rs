@@ -3,7 +3,7 @@
 //! CNN's two feature layers ([`conv_pool_relu`]); a plain "same"
 //! convolution ([`conv_same`]) and `relu(max_pool_2×2(x))` ([`pool_relu`]),
 //! seed-plus's, where batch norm sits between the convolution and the
-//! pooling; and batch norm in training ([`batch_norm`], seed-plus's and
+//! pooling; and batch norm in training ([`batch_norm()`], seed-plus's and
 //! HVC's, in its own module).
 //!
 //! The models call them with a tensor and never name a backend. Burn routes
@@ -12,9 +12,8 @@
 //! - **flex** runs the host kernels in `host`: im2col + GEMM per image, with
 //!   bias, pooling and ReLU fused into the pass over the GEMM's output while
 //!   it is in cache, one byte per pooling window kept for the backward pass,
-//!   and a backward pass of two GEMMs per image (the seed CNN's forward +
-//!   backward: 140.9 ms fused against 445.2 ms with Burn's separate
-//!   operations at batch 600; docs/performance.md);
+//!   and a backward pass of two GEMMs per image (measured against Burn's
+//!   separate operations in docs/performance.md);
 //! - **ndarray** and **tch** run the same mathematics composed from their own
 //!   operations (their convolutions are already their fastest path);
 //! - under **autodiff**, one graph node holds the whole layer, and its
@@ -38,8 +37,6 @@
 pub mod batch_norm;
 #[cfg(feature = "flex")]
 pub mod host;
-#[cfg(feature = "flex")]
-pub mod norm_host;
 
 pub use batch_norm::batch_norm;
 
@@ -192,35 +189,29 @@ pub struct PoolSaved<B: Backend> {
 /// any other pooling runs Burn's layers.
 pub fn pool_relu(x: Tensor<4>, pool: &MaxPool2d) -> Tensor<4> {
     let [_, _, height, width] = x.dims();
-    let fusable = pool.kernel_size == POOL
-        && pool.stride == POOL
-        && pool.dilation == [1, 1]
-        && matches!(pool.padding, PaddingConfig2d::Valid)
-        && height.is_multiple_of(2)
-        && width.is_multiple_of(2);
-    if fusable {
+    if is_pool_2x2(pool) && height.is_multiple_of(2) && width.is_multiple_of(2) {
         Tensor::from_dispatch(Dispatch::pool_relu(x.into_dispatch()))
     } else {
         activation::relu(pool.forward(x))
     }
 }
 
-/// `relu(max_pool_2×2(conv(x)))` for a convolution layer of the seed CNN's
-/// kind, as one fused operation where the layer allows it (see the module
-/// documentation), else as the three operations.
-pub fn conv_pool_relu(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+/// `relu(pool(conv(x)))` for a convolution layer of the seed CNN's kind and
+/// its 2×2 max-pooling, as one fused operation where the layers allow it
+/// (see the module documentation), else as the three operations.
+pub fn conv_pool_relu(x: Tensor<4>, conv: &Conv2d, pool: &MaxPool2d) -> Tensor<4> {
     let [_, _, height, width] = x.dims();
-    let fusable = is_same_conv(conv) && height.is_multiple_of(2) && width.is_multiple_of(2);
+    let fusable = is_same_conv(conv)
+        && is_pool_2x2(pool)
+        && height.is_multiple_of(2)
+        && width.is_multiple_of(2);
     match (&conv.bias, fusable) {
         (Some(bias), true) => Tensor::from_dispatch(Dispatch::conv_pool_relu(
             x.into_dispatch(),
             conv.weight.val().into_dispatch(),
             bias.val().into_dispatch(),
         )),
-        _ => {
-            let y = conv.forward(x);
-            activation::relu(pool_2x2(y))
-        }
+        _ => activation::relu(pool.forward(conv.forward(x))),
     }
 }
 
@@ -255,12 +246,13 @@ fn is_same_conv(conv: &Conv2d) -> bool {
         && conv.groups == 1
 }
 
-/// 2×2 max-pooling with stride 2, as the seed CNN's `pool` layer.
-fn pool_2x2(x: Tensor<4>) -> Tensor<4> {
-    burn::nn::pool::MaxPool2dConfig::new(POOL)
-        .with_strides(POOL)
-        .init()
-        .forward(x)
+/// 2×2 max-pooling with stride 2 and no padding or dilation: what the
+/// fused kernels pool with.
+fn is_pool_2x2(pool: &MaxPool2d) -> bool {
+    pool.kernel_size == POOL
+        && pool.stride == POOL
+        && pool.dilation == [1, 1]
+        && matches!(pool.padding, PaddingConfig2d::Valid)
 }
 
 fn conv_options(weight: &impl TensorMetadata) -> ConvOptions<2> {

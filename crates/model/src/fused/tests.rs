@@ -19,7 +19,7 @@ fn layer(cin: usize, cout: usize, kernel: usize, device: &Device) -> Conv2d {
 }
 
 fn reference(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
-    activation::relu(pool_2x2(conv.forward(x)))
+    activation::relu(pool_2x2_layer().forward(conv.forward(x)))
 }
 
 /// Output, input gradient, weight gradient and bias gradient.
@@ -73,7 +73,8 @@ fn fused_layer_matches_burns_ops_forward_and_backward() {
                 Distribution::Default,
                 &device,
             );
-            let fused = run(&x, &conv, &r, conv_pool_relu);
+            let pool = pool_2x2_layer();
+            let fused = run(&x, &conv, &r, |x, conv| conv_pool_relu(x, conv, &pool));
             let plain = run(&x, &conv, &r, reference);
             let what = format!("{} cin={cin} cout={cout} side={side}", backend.name());
             assert_agree(fused, plain, 2e-3, &what);
@@ -87,7 +88,9 @@ fn untracked_input_gets_no_gradient_but_the_weights_do() {
         let device = device.autodiff();
         let conv = layer(1, 4, 5, &device);
         let x = Tensor::<4>::random([2, 1, 8, 8], Distribution::Default, &device);
-        let grads = conv_pool_relu(x.clone(), &conv).sum().backward();
+        let grads = conv_pool_relu(x.clone(), &conv, &pool_2x2_layer())
+            .sum()
+            .backward();
         assert!(x.grad(&grads).is_none());
         assert!(conv.weight.grad(&grads).is_some());
     }
@@ -99,10 +102,20 @@ fn layers_the_fusion_does_not_cover_fall_back_to_the_plain_ops() {
         // No padding: not "same", so the composed path runs.
         let conv = Conv2dConfig::new([1, 2], [3, 3]).init(&device);
         let x = Tensor::<4>::random([2, 1, 10, 10], Distribution::Default, &device);
-        let out = conv_pool_relu(x.clone(), &conv);
+        let out = conv_pool_relu(x.clone(), &conv, &pool_2x2_layer());
         assert_eq!(out.dims(), [2, 2, 4, 4]);
         out.to_data()
-            .assert_approx_eq::<f32>(&reference(x, &conv).to_data(), Tolerance::default());
+            .assert_approx_eq::<f32>(&reference(x.clone(), &conv).to_data(), Tolerance::default());
+        // A pooling the kernels do not cover (3×3) is the layer's own.
+        let conv = layer(1, 2, 5, &device);
+        let pool = burn::nn::pool::MaxPool2dConfig::new([3, 3])
+            .with_strides([3, 3])
+            .init();
+        let out = conv_pool_relu(x.clone(), &conv, &pool);
+        let expected = activation::relu(pool.forward(conv.forward(x)));
+        assert_eq!(out.dims(), [2, 2, 3, 3]);
+        out.to_data()
+            .assert_approx_eq::<f32>(&expected.to_data(), Tolerance::default());
     }
 }
 

@@ -73,7 +73,7 @@ pub struct NormGrads {
 ///
 /// # Panics
 /// If the slices' lengths do not match `shape`.
-pub fn forward(
+pub fn batch_norm_forward(
     shape: &NormShape,
     x: &[f32],
     gamma: &[f32],
@@ -129,7 +129,7 @@ pub fn forward(
 ///
 /// # Panics
 /// If the slices' lengths do not match `shape`.
-pub fn backward(
+pub fn batch_norm_backward(
     shape: &NormShape,
     x: &[f32],
     gamma: &[f32],
@@ -338,7 +338,7 @@ mod tests {
             let x = random(s.len(), &mut rng);
             let gamma = random(s.channels, &mut rng);
             let beta = random(s.channels, &mut rng);
-            let ours = forward(&s, &x, &gamma, &beta, 1e-5);
+            let ours = batch_norm_forward(&s, &x, &gamma, &beta, 1e-5);
             let (out, mean, var) = naive_forward(&s, &x, &gamma, &beta, 1e-5);
             close(&ours.output, &out, 1e-5, "output");
             close(&ours.mean, &mean, 1e-6, "mean");
@@ -346,7 +346,7 @@ mod tests {
         }
     }
 
-    /// `Σ forward(x)·r`, the scalar whose gradient `backward` gives for `g = r`.
+    /// `Σ batch_norm_forward(x)·r`, the scalar whose gradient `backward` gives for `g = r`.
     fn objective(s: &NormShape, x: &[f32], gamma: &[f32], beta: &[f32], r: &[f32]) -> f64 {
         let x: Vec<f32> = x.to_vec();
         let (out, _, _) = naive_forward(s, &x, gamma, beta, 1e-5);
@@ -361,8 +361,8 @@ mod tests {
             let gamma = random(s.channels, &mut rng);
             let beta = random(s.channels, &mut rng);
             let r = random(s.len(), &mut rng);
-            let stats = forward(&s, &x, &gamma, &beta, 1e-5);
-            let grads = backward(&s, &x, &gamma, &stats.mean, &stats.variance, 1e-5, &r);
+            let stats = batch_norm_forward(&s, &x, &gamma, &beta, 1e-5);
+            let grads = batch_norm_backward(&s, &x, &gamma, &stats.mean, &stats.variance, 1e-5, &r);
             let h = 1e-2f32;
             let numeric = |values: &[f32], i: usize, f: &dyn Fn(&[f32]) -> f64| {
                 let (mut up, mut down) = (values.to_vec(), values.to_vec());
@@ -393,6 +393,6 @@ mod tests {
             channels: 3,
             plane: 4,
         };
-        forward(&s, &[0.0; 24], &[1.0; 2], &[0.0; 3], 1e-5);
+        batch_norm_forward(&s, &[0.0; 24], &[1.0; 2], &[0.0; 3], 1e-5);
     }
 }

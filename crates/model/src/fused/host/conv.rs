@@ -1,0 +1,493 @@
+//! The convolution kernels: im2col per image, then one GEMM; the seed
+//! CNN's `relu(max_pool_2×2(conv2d(x)))` with the bias, pooling and ReLU
+//! applied while the GEMM's output is in cache, and seed-plus's plain "same"
+//! convolution; each with its backward pass (two GEMMs per image).
+
+use rayon::prelude::*;
+
+use super::gemm::{Matrix, gemm_f32};
+use super::pool::{BLOCKED, Route, pool_relu_image, route_to_maxima};
+
+/// The shape of one fused layer: stride 1, "same" padding (`kernel / 2`),
+/// odd square kernel, 2×2 pooling with stride 2 over an even-sized plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvPoolShape {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels (filters).
+    pub out_channels: usize,
+    /// Input (and convolution output) height.
+    pub height: usize,
+    /// Input (and convolution output) width.
+    pub width: usize,
+    /// Side of the square kernel.
+    pub kernel: usize,
+}
+
+impl ConvPoolShape {
+    /// Whether the fused kernels cover this shape.
+    pub fn is_supported(&self) -> bool {
+        self.kernel % 2 == 1
+            && self.height.is_multiple_of(2)
+            && self.width.is_multiple_of(2)
+            && self.height > 0
+            && self.width > 0
+            && self.in_channels > 0
+            && self.out_channels > 0
+    }
+
+    /// Whether the plain convolution kernels cover this shape (any plane
+    /// size: no pooling follows).
+    pub fn conv_is_supported(&self) -> bool {
+        self.kernel % 2 == 1
+            && self.height > 0
+            && self.width > 0
+            && self.in_channels > 0
+            && self.out_channels > 0
+    }
+
+    pub(super) fn pad(&self) -> usize {
+        self.kernel / 2
+    }
+
+    /// Pixels per plane.
+    pub(super) fn plane(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Pixels per pooled plane.
+    pub(super) fn pooled_plane(&self) -> usize {
+        (self.height / 2) * (self.width / 2)
+    }
+
+    /// Length of one unrolled receptive field: `in_channels × kernel²`,
+    /// ordered as the weight's `[in, kh, kw]`.
+    pub(super) fn patch(&self) -> usize {
+        self.in_channels * self.kernel * self.kernel
+    }
+
+    /// Elements of the input.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.plane()
+    }
+
+    /// Elements of the weight.
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * self.patch()
+    }
+
+    /// Elements of the pooled output.
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_channels * self.pooled_plane()
+    }
+
+    /// Elements of the convolution's output (before any pooling).
+    pub fn conv_output_len(&self) -> usize {
+        self.batch * self.out_channels * self.plane()
+    }
+}
+
+/// Gradients of the fused layer.
+#[derive(Debug, Clone)]
+pub struct ConvPoolGrads {
+    /// With respect to the input, when asked for.
+    pub input: Option<Vec<f32>>,
+    /// With respect to the weight, `[out, in, k, k]`.
+    pub weight: Vec<f32>,
+    /// With respect to the bias, `[out]`.
+    pub bias: Vec<f32>,
+}
+
+/// The forward pass: the pooled, rectified output and each window's
+/// [`Route`]. The convolution output itself never leaves the cache: each
+/// image is convolved into a per-thread scratch buffer and pooled from
+/// there.
+pub fn conv_pool_relu_forward(
+    shape: &ConvPoolShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+) -> (Vec<f32>, Vec<Route>) {
+    check_lengths(shape, input, weight, bias);
+    let per_image_out = shape.out_channels * shape.pooled_plane();
+    let per_image_in = shape.in_channels * shape.plane();
+    let mut output = vec![0.0f32; shape.output_len()];
+    let mut routes = vec![BLOCKED; shape.output_len()];
+    let images = images_per_job(shape.batch);
+    output
+        .par_chunks_mut(per_image_out * images)
+        .zip(routes.par_chunks_mut(per_image_out * images))
+        .zip(input.par_chunks(per_image_in * images))
+        .for_each(|((outputs, routes), inputs)| {
+            let mut scratch = Scratch::new(shape);
+            for ((output, routes), image) in outputs
+                .chunks_mut(per_image_out)
+                .zip(routes.chunks_mut(per_image_out))
+                .zip(inputs.chunks(per_image_in))
+            {
+                im2col(shape, image, &mut scratch.columns);
+                convolve(shape, weight, &scratch.columns, &mut scratch.conv);
+                pool_relu_image(shape, &scratch.conv, bias, output, routes);
+            }
+        });
+    (output, routes)
+}
+
+/// The plain convolution, bias added: `[batch, out_channels, height, width]`.
+pub fn conv_same_forward(
+    shape: &ConvPoolShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    check_conv_lengths(shape, input, weight, bias);
+    let per_image_out = shape.out_channels * shape.plane();
+    let per_image_in = shape.in_channels * shape.plane();
+    let mut output = vec![0.0f32; shape.conv_output_len()];
+    let images = images_per_job(shape.batch);
+    output
+        .par_chunks_mut(per_image_out * images)
+        .zip(input.par_chunks(per_image_in * images))
+        .for_each(|(outputs, inputs)| {
+            let mut columns = vec![0.0; shape.plane() * shape.patch()];
+            for (output, image) in outputs
+                .chunks_mut(per_image_out)
+                .zip(inputs.chunks(per_image_in))
+            {
+                im2col(shape, image, &mut columns);
+                convolve(shape, weight, &columns, output);
+                for (plane, b) in output.chunks_exact_mut(shape.plane()).zip(bias) {
+                    plane.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        });
+    output
+}
+
+/// One image's convolution without bias: `conv[o, p] = Σ_k weight[o, k] ·
+/// columns[k, p]`.
+fn convolve(shape: &ConvPoolShape, weight: &[f32], columns: &[f32], conv: &mut [f32]) {
+    gemm_f32(
+        Matrix::row_major(conv, shape.plane()),
+        (weight, shape.patch() as isize, 1),
+        (columns, shape.plane() as isize, 1),
+        (shape.out_channels, shape.plane(), shape.patch()),
+        false,
+    );
+}
+
+/// The backward pass, given the forward pass's input, weight and routes,
+/// and the gradient of the pooled output.
+///
+/// Like PyTorch, the gradient of each pooling window goes to the first of
+/// its maxima (row-major order), and ReLU passes no gradient at zero.
+pub fn conv_pool_relu_backward(
+    shape: &ConvPoolShape,
+    input: &[f32],
+    weight: &[f32],
+    routes: &[Route],
+    output_grad: &[f32],
+    want_input_grad: bool,
+) -> ConvPoolGrads {
+    assert_eq!(input.len(), shape.input_len(), "input length");
+    assert_eq!(weight.len(), shape.weight_len(), "weight length");
+    assert_eq!(routes.len(), shape.output_len(), "routes length");
+    assert_eq!(output_grad.len(), shape.output_len(), "output_grad length");
+    let per_image_in = shape.in_channels * shape.plane();
+    let per_image_out = shape.out_channels * shape.pooled_plane();
+    backward_jobs(shape, want_input_grad, |acc, image, input_grad| {
+        let range = |len: usize| image * len..(image + 1) * len;
+        let Scratch { columns, conv } = &mut acc.scratch;
+        // conv holds the convolution output's gradient.
+        route_to_maxima(
+            shape,
+            &routes[range(per_image_out)],
+            &output_grad[range(per_image_out)],
+            conv,
+            &mut acc.bias,
+        );
+        image_gradients(
+            shape,
+            weight,
+            &input[range(per_image_in)],
+            conv,
+            columns,
+            &mut acc.weight,
+            input_grad,
+        );
+    })
+}
+
+/// The plain convolution's backward pass, given its input and weight and
+/// the gradient of its output.
+pub fn conv_same_backward(
+    shape: &ConvPoolShape,
+    input: &[f32],
+    weight: &[f32],
+    output_grad: &[f32],
+    want_input_grad: bool,
+) -> ConvPoolGrads {
+    assert!(
+        shape.conv_is_supported(),
+        "unsupported conv shape {shape:?}"
+    );
+    assert_eq!(input.len(), shape.input_len(), "input length");
+    assert_eq!(weight.len(), shape.weight_len(), "weight length");
+    assert_eq!(
+        output_grad.len(),
+        shape.conv_output_len(),
+        "output_grad length"
+    );
+    let per_image_in = shape.in_channels * shape.plane();
+    let per_image_out = shape.out_channels * shape.plane();
+    backward_jobs(shape, want_input_grad, |acc, image, input_grad| {
+        let range = |len: usize| image * len..(image + 1) * len;
+        let conv_grad = &output_grad[range(per_image_out)];
+        for (bias, plane) in acc
+            .bias
+            .iter_mut()
+            .zip(conv_grad.chunks_exact(shape.plane()))
+        {
+            *bias += plane.iter().sum::<f32>();
+        }
+        image_gradients(
+            shape,
+            weight,
+            &input[range(per_image_in)],
+            conv_grad,
+            &mut acc.scratch.columns,
+            &mut acc.weight,
+            input_grad,
+        );
+    })
+}
+
+/// Runs `per_image` over the batch in rayon jobs and sums their gradients.
+///
+/// Each job owns a run of images' input gradients (disjoint writes) and
+/// sums weight and bias gradients into its own accumulators, added up once
+/// at the end.
+fn backward_jobs<F>(shape: &ConvPoolShape, want_input_grad: bool, per_image: F) -> ConvPoolGrads
+where
+    F: Fn(&mut Accumulators, usize, Option<&mut [f32]>) + Sync,
+{
+    let per_image_in = shape.in_channels * shape.plane();
+    let mut input_grad = want_input_grad.then(|| vec![0.0f32; shape.input_len()]);
+    let images = images_per_job(shape.batch);
+    // One entry per job: its images' input gradients, when wanted.
+    let job_grads: Vec<Option<&mut [f32]>> = match input_grad.as_mut() {
+        Some(grads) => grads.chunks_mut(per_image_in * images).map(Some).collect(),
+        None => (0..shape.batch.div_ceil(images)).map(|_| None).collect(),
+    };
+    let jobs: Vec<Accumulators> = job_grads
+        .into_par_iter()
+        .enumerate()
+        .map(|(job, grads)| {
+            let mut acc = Accumulators::new(shape);
+            let mut grads = grads.map(|g| g.chunks_mut(per_image_in));
+            for image in job * images..((job + 1) * images).min(shape.batch) {
+                per_image(&mut acc, image, grads.as_mut().and_then(Iterator::next));
+            }
+            acc
+        })
+        .collect();
+    // Summed in job order, not as rayon's jobs finish: the same inputs give
+    // bit-identical gradients on every run (resume depends on it).
+    let totals = jobs
+        .into_iter()
+        .reduce(Accumulators::merge)
+        .unwrap_or_else(|| Accumulators::new(shape));
+    ConvPoolGrads {
+        input: input_grad,
+        weight: totals.weight,
+        bias: totals.bias,
+    }
+}
+
+/// One image's share of the weight gradient, added to `weight_grad`, and
+/// its input gradient when asked for, from the gradient of its convolution
+/// output. `columns` is scratch.
+fn image_gradients(
+    shape: &ConvPoolShape,
+    weight: &[f32],
+    image: &[f32],
+    conv_grad: &[f32],
+    columns: &mut [f32],
+    weight_grad: &mut [f32],
+    input_grad: Option<&mut [f32]>,
+) {
+    im2col(shape, image, columns);
+    // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
+    gemm_f32(
+        Matrix::row_major(weight_grad, shape.patch()),
+        (conv_grad, shape.plane() as isize, 1),
+        (columns, 1, shape.plane() as isize),
+        (shape.out_channels, shape.patch(), shape.plane()),
+        true,
+    );
+    if let Some(input_grad) = input_grad {
+        // columns_grad[k, p] = Σ_o weight[o, k] · conv_grad[o, p]
+        gemm_f32(
+            Matrix::row_major(columns, shape.plane()),
+            (weight, 1, shape.patch() as isize),
+            (conv_grad, shape.plane() as isize, 1),
+            (shape.patch(), shape.plane(), shape.out_channels),
+            false,
+        );
+        col2im(shape, columns, input_grad);
+    }
+}
+
+/// Images per rayon job: two jobs per thread, so that one slow job does
+/// not leave a core idle, while each job's buffers are set up only once.
+fn images_per_job(batch: usize) -> usize {
+    batch.div_ceil(2 * rayon::current_num_threads()).max(1)
+}
+
+/// A job's per-image buffers, reused across its images: the unrolled
+/// image, and the convolution output (forward) or its gradient (backward).
+struct Scratch {
+    columns: Vec<f32>,
+    conv: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(shape: &ConvPoolShape) -> Self {
+        Self {
+            columns: vec![0.0; shape.plane() * shape.patch()],
+            conv: vec![0.0; shape.out_channels * shape.plane()],
+        }
+    }
+}
+
+/// One backward job's scratch space and partial sums.
+struct Accumulators {
+    scratch: Scratch,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Accumulators {
+    fn new(shape: &ConvPoolShape) -> Self {
+        Self {
+            scratch: Scratch::new(shape),
+            weight: vec![0.0; shape.weight_len()],
+            bias: vec![0.0; shape.out_channels],
+        }
+    }
+
+    fn merge(mut self, other: Self) -> Self {
+        for (a, b) in self.weight.iter_mut().zip(&other.weight) {
+            *a += b;
+        }
+        for (a, b) in self.bias.iter_mut().zip(&other.bias) {
+            *a += b;
+        }
+        self
+    }
+}
+
+fn check_lengths(shape: &ConvPoolShape, input: &[f32], weight: &[f32], bias: &[f32]) {
+    assert!(shape.is_supported(), "unsupported fused shape {shape:?}");
+    check_conv_lengths(shape, input, weight, bias);
+}
+
+fn check_conv_lengths(shape: &ConvPoolShape, input: &[f32], weight: &[f32], bias: &[f32]) {
+    assert!(
+        shape.conv_is_supported(),
+        "unsupported conv shape {shape:?}"
+    );
+    assert_eq!(input.len(), shape.input_len(), "input length");
+    assert_eq!(weight.len(), shape.weight_len(), "weight length");
+    assert_eq!(bias.len(), shape.out_channels, "bias length");
+}
+
+/// The columns `ox` of an output row whose input column `ox + kx - pad`
+/// lies inside a row of width `w`.
+fn valid_columns(w: usize, kx: usize, pad: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(kx).min(w);
+    let hi = (w + pad).saturating_sub(kx).min(w).max(lo);
+    (lo, hi)
+}
+
+/// For one kernel offset `(ky, kx)`: row `k` of the unrolled image reads
+/// pixel `p + shift` for output pixel `p`, and the range of `p` for which
+/// `p + shift` is inside the plane.
+fn shifted_span(shape: &ConvPoolShape, ky: usize, kx: usize) -> (isize, usize, usize) {
+    let pad = shape.pad() as isize;
+    let w = shape.width as isize;
+    let plane = shape.plane() as isize;
+    let shift = (ky as isize - pad) * w + (kx as isize - pad);
+    let start = (-shift).clamp(0, plane);
+    let end = (plane - shift).clamp(start, plane);
+    (shift, start as usize, end as usize)
+}
+
+/// Unrolls one image into `columns[k, p]`: row `k` (an input channel and
+/// kernel offset, in the weight's `[in, kh, kw]` order) holds, for every
+/// output pixel `p`, the input value that offset reads; zero over the
+/// border.
+///
+/// Within a channel, an offset reads the plane shifted by a constant, so
+/// each row is one long copy; the values that wrapped around a row edge
+/// are then zeroed (at most `pad` per image row).
+fn im2col(shape: &ConvPoolShape, image: &[f32], columns: &mut [f32]) {
+    let (w, k, pad) = (shape.width, shape.kernel, shape.pad());
+    let plane = shape.plane();
+    for c in 0..shape.in_channels {
+        let channel = &image[c * plane..][..plane];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut columns[((c * k + ky) * k + kx) * plane..][..plane];
+                let (shift, start, end) = shifted_span(shape, ky, kx);
+                row[..start].fill(0.0);
+                row[end..].fill(0.0);
+                let from = (start as isize + shift) as usize;
+                row[start..end].copy_from_slice(&channel[from..from + (end - start)]);
+                zero_wrapped_columns(row, w, kx, pad);
+            }
+        }
+    }
+}
+
+/// Zeroes, in every image row of `row`, the output columns whose input
+/// column falls outside the image (they hold a neighbouring row's pixels).
+fn zero_wrapped_columns(row: &mut [f32], w: usize, kx: usize, pad: usize) {
+    let (lo, hi) = valid_columns(w, kx, pad);
+    if lo == 0 && hi == w {
+        return;
+    }
+    // Column by column: a per-row `fill` of one or two values would be a
+    // `memset` call each (the most expensive part of im2col when it was).
+    for column in (0..lo).chain(hi..w) {
+        for value in row[column..].iter_mut().step_by(w) {
+            *value = 0.0;
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each unrolled value's gradient back onto
+/// the pixel it was read from. Uses `columns` as scratch.
+fn col2im(shape: &ConvPoolShape, columns: &mut [f32], image_grad: &mut [f32]) {
+    let (w, k, pad) = (shape.width, shape.kernel, shape.pad());
+    let plane = shape.plane();
+    for c in 0..shape.in_channels {
+        let channel = &mut image_grad[c * plane..][..plane];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut columns[((c * k + ky) * k + kx) * plane..][..plane];
+                zero_wrapped_columns(row, w, kx, pad);
+                let (shift, start, end) = shifted_span(shape, ky, kx);
+                let from = (start as isize + shift) as usize;
+                for (d, s) in channel[from..from + (end - start)]
+                    .iter_mut()
+                    .zip(&row[start..end])
+                {
+                    *d += s;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Host (CPU) kernels for flex: `relu(max_pool_2×2(conv2d(x)))`, a plain
+//! "same" convolution, `relu(max_pool_2×2(x))` alone and batch norm in
+//! training, with their gradients.
+//!
+//! Plain `f32` slices in NCHW order, so these are tested against naive loops
+//! without any backend. The convolution is an im2col per image followed by
+//! one GEMM (the `gemm` crate, the same one Burn's flex backend uses), with
+//! rayon spreading images over the cores; the bias, the pooling and the ReLU
+//! are applied in the same pass that reads the GEMM's output.
+//!
+//! Why this beats the unfused path: Burn computes the weight and input
+//! gradients of a convolution through generic transposed convolutions
+//! (about three quarters of flex's training step), and its max-pool
+//! forward and backward go through general strided code. Here the backward
+//! pass is two GEMMs per image on data that is already in cache.
+//!
+//! One file per job:
+//! - [`conv`]: the convolution layers (the seed CNN's conv → pool → relu and
+//!   seed-plus's "same" convolution), im2col, col2im and their backward
+//!   passes;
+//! - [`pool`]: 2×2 max-pooling with ReLU and its routes;
+//! - [`batch_norm`]: batch norm with the batch's own statistics;
+//! - `gemm`: the one `unsafe` call into the `gemm` crate.
+
+pub mod batch_norm;
+pub mod conv;
+mod gemm;
+pub mod pool;
+#[cfg(test)]
+mod tests;
+
+pub use batch_norm::{NormForward, NormGrads, NormShape, batch_norm_backward, batch_norm_forward};
+pub use conv::{
+    ConvPoolGrads, ConvPoolShape, conv_pool_relu_backward, conv_pool_relu_forward,
+    conv_same_backward, conv_same_forward,
+};
+pub use pool::{BLOCKED, Route, pool_relu_backward, pool_relu_forward};

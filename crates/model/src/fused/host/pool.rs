@@ -1,0 +1,189 @@
+//! The pooling kernels: 2×2 max-pooling with stride 2 followed by ReLU,
+//! recording one [`Route`] byte per window for the backward pass. The
+//! per-image pieces serve the fused convolution layer
+//! ([`conv_pool_relu_forward`](super::conv::conv_pool_relu_forward)); the
+//! whole-tensor ones serve seed-plus's pool → relu after batch norm.
+
+use rayon::prelude::*;
+
+use super::conv::ConvPoolShape;
+
+/// What the backward pass needs to know about each pooling window, one
+/// byte per pooled output: the offset (0–3, row-major) of the window's first
+/// maximum, or [`BLOCKED`] where the ReLU output is zero.
+pub type Route = u8;
+
+/// The [`Route`] of a window whose output the ReLU zeroed: no gradient.
+pub const BLOCKED: Route = u8::MAX;
+
+/// Bias, 2×2 max-pooling with stride 2 and ReLU for one image's
+/// convolution output, recording each window's [`Route`].
+pub(super) fn pool_relu_image(
+    shape: &ConvPoolShape,
+    conv: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+    routes: &mut [Route],
+) {
+    let pooled = shape.pooled_plane();
+    for (o, plane) in conv.chunks_exact(shape.plane()).enumerate() {
+        let out = &mut output[o * pooled..][..pooled];
+        let route = &mut routes[o * pooled..][..pooled];
+        pool_relu_plane(shape.height, shape.width, plane, bias[o], out, route);
+    }
+}
+
+/// `relu(max_pool_2×2(plane + bias))` for one `h × w` plane, recording each
+/// window's [`Route`].
+fn pool_relu_plane(
+    h: usize,
+    w: usize,
+    plane: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    route: &mut [Route],
+) {
+    for py in 0..h / 2 {
+        let top = &plane[2 * py * w..][..w];
+        let bottom = &plane[(2 * py + 1) * w..][..w];
+        for px in 0..w / 2 {
+            let (a, b) = (top[2 * px], top[2 * px + 1]);
+            let (c, d) = (bottom[2 * px], bottom[2 * px + 1]);
+            // The first maximum in row-major order, without branches
+            // (random data makes them unpredictable): ties keep the
+            // earlier element at every step.
+            let (upper, upper_at) = if b > a { (b, 1) } else { (a, 0) };
+            let (lower, lower_at) = if d > c { (d, 3) } else { (c, 2) };
+            let (max, at) = if lower > upper {
+                (lower, lower_at)
+            } else {
+                (upper, upper_at)
+            };
+            let value = max + bias;
+            let q = py * (w / 2) + px;
+            let open = value > 0.0;
+            out[q] = if open { value } else { 0.0 };
+            route[q] = if open { at } else { BLOCKED };
+        }
+    }
+}
+
+/// Scatters one image's pooled-output gradient onto the convolution
+/// output along the routes, and adds what it routes per channel to
+/// `bias_grad` (the bias gradient is the sum of the convolution's).
+pub(super) fn route_to_maxima(
+    shape: &ConvPoolShape,
+    routes: &[Route],
+    output_grad: &[f32],
+    conv_grad: &mut [f32],
+    bias_grad: &mut [f32],
+) {
+    let pooled = shape.pooled_plane();
+    for o in 0..shape.out_channels {
+        bias_grad[o] += route_plane(
+            shape.height,
+            shape.width,
+            &routes[o * pooled..][..pooled],
+            &output_grad[o * pooled..][..pooled],
+            &mut conv_grad[o * shape.plane()..][..shape.plane()],
+        );
+    }
+}
+
+/// Scatters one pooled plane's gradient onto its `h × w` input plane along
+/// the routes; returns the sum of what it routed.
+fn route_plane(
+    h: usize,
+    w: usize,
+    routes: &[Route],
+    output_grad: &[f32],
+    grad_plane: &mut [f32],
+) -> f32 {
+    let mut sum = 0.0;
+    for py in 0..h / 2 {
+        let (top, bottom) = grad_plane[2 * py * w..][..2 * w].split_at_mut(w);
+        let routes = &routes[py * (w / 2)..][..w / 2];
+        let grads = &output_grad[py * (w / 2)..][..w / 2];
+        // Every window writes all four of its cells (the windows tile
+        // the plane), so the buffer needs no clearing first.
+        for (px, (&route, &grad)) in routes.iter().zip(grads).enumerate() {
+            let grad = if route == BLOCKED { 0.0 } else { grad };
+            let cell = |at: Route| if route == at { grad } else { 0.0 };
+            top[2 * px] = cell(0);
+            top[2 * px + 1] = cell(1);
+            bottom[2 * px] = cell(2);
+            bottom[2 * px + 1] = cell(3);
+            sum += grad;
+        }
+    }
+    sum
+}
+
+/// Planes handed to one rayon job by the whole-tensor pooling kernels:
+/// enough work to outweigh scheduling (a 28×28 plane is under a microsecond).
+const PLANES_PER_JOB: usize = 64;
+
+/// `relu(max_pool_2×2(x))` over every `h × w` plane of `input` (any number
+/// of planes, `h` and `w` even), with each window's [`Route`]: batch norm's
+/// output in seed-plus, where no convolution can be fused in.
+///
+/// # Panics
+/// If `h` or `w` is odd or `input` is not whole planes.
+pub fn pool_relu_forward(h: usize, w: usize, input: &[f32]) -> (Vec<f32>, Vec<Route>) {
+    check_planes(h, w, input.len());
+    let (plane, pooled) = (h * w, h * w / 4);
+    let planes = input.len() / plane;
+    let mut output = vec![0.0f32; planes * pooled];
+    let mut routes = vec![BLOCKED; planes * pooled];
+    output
+        .par_chunks_mut(pooled * PLANES_PER_JOB)
+        .zip(routes.par_chunks_mut(pooled * PLANES_PER_JOB))
+        .zip(input.par_chunks(plane * PLANES_PER_JOB))
+        .for_each(|((out, route), input)| {
+            for ((out, route), plane) in out
+                .chunks_mut(pooled)
+                .zip(route.chunks_mut(pooled))
+                .zip(input.chunks(plane))
+            {
+                pool_relu_plane(h, w, plane, 0.0, out, route);
+            }
+        });
+    (output, routes)
+}
+
+/// The input gradient of [`pool_relu_forward`] from its routes and its
+/// output's gradient.
+///
+/// # Panics
+/// If the lengths do not describe whole `h × w` planes.
+pub fn pool_relu_backward(h: usize, w: usize, routes: &[Route], output_grad: &[f32]) -> Vec<f32> {
+    check_planes(h, w, routes.len() * 4);
+    assert_eq!(routes.len(), output_grad.len(), "one route per gradient");
+    let (plane, pooled) = (h * w, h * w / 4);
+    let mut input_grad = vec![0.0f32; routes.len() * 4];
+    input_grad
+        .par_chunks_mut(plane * PLANES_PER_JOB)
+        .zip(routes.par_chunks(pooled * PLANES_PER_JOB))
+        .zip(output_grad.par_chunks(pooled * PLANES_PER_JOB))
+        .for_each(|((grad, routes), output_grad)| {
+            for ((grad, routes), output_grad) in grad
+                .chunks_mut(plane)
+                .zip(routes.chunks(pooled))
+                .zip(output_grad.chunks(pooled))
+            {
+                route_plane(h, w, routes, output_grad, grad);
+            }
+        });
+    input_grad
+}
+
+fn check_planes(h: usize, w: usize, len: usize) {
+    assert!(
+        h.is_multiple_of(2) && w.is_multiple_of(2) && h > 0 && w > 0,
+        "2×2 pooling needs an even-sized plane, got {h}×{w}"
+    );
+    assert!(
+        len.is_multiple_of(h * w),
+        "{len} values are not whole {h}×{w} planes"
+    );
+}
