@@ -11,6 +11,7 @@ use mnist_data::epoch_order;
 use mnist_metrics::plot::image_sheet_png;
 
 use crate::config::{DataArgs, TrainFlags};
+use crate::output::outln;
 
 /// Pairs (original | augmented) per row of the sheet.
 const PAIRS_PER_ROW: usize = 8;
@@ -45,7 +46,7 @@ pub fn run(args: AugmentArgs) -> Result<()> {
     let hyper = args.train.resolve();
     hyper.validate()?;
     let augment = hyper.augment.augmentation();
-    let dataset = args.data.dataset;
+    let dataset = args.data.dataset.unwrap_or_default();
     let mut data = mnist_data::load(dataset, &args.data.dir(dataset))?;
     if let Some(n) = args.data.train_limit {
         data.train = data.train.head(n);
@@ -67,7 +68,7 @@ pub fn run(args: AugmentArgs) -> Result<()> {
         .augment
         .describe()
         .unwrap_or_else(|| "none (pass --recipe or augmentation flags)".into());
-    println!(
+    outln!(
         "Wrote {}: {} {} training images of epoch {} (seed {}), each beside its augmented version; augmentation={}",
         args.out.display(),
         images.len() / 2,

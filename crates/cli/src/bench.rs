@@ -24,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{HyperParams, Recipe, workspace_root};
+use crate::output::outln;
 use crate::step;
 
 /// `mnist bench` arguments.
@@ -166,7 +167,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => None,
     };
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({ "results": results, "pytorch": pytorch, "peak_rss_mb": peak_rss_mb })
@@ -174,11 +175,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "{} on {spec}, batch {}, {} ({} epochs projected)",
-        workload.model, workload.batch_size, workload.optimizer, workload.epochs
+        workload.model,
+        workload.batch_size,
+        workload.optimizer,
+        workload.epochs
     );
-    println!(
+    outln!(
         "{:20} {:>10} {:>14} {:>14} {:>12} {:>16} {:>14}",
         "backend",
         "ms/step",
@@ -192,7 +196,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let ratio = pytorch.as_ref().map_or(String::from("-"), |t| {
             format!("{:.2}x", r.ms_per_step / t.ms_per_step)
         });
-        println!(
+        outln!(
             "{:20} {:>10.1} {:>12.1} s {:>12} {:>12.0} {:>16.0} {:>14}",
             r.backend,
             r.ms_per_step,
@@ -204,7 +208,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     if let Some(mb) = peak_rss_mb {
-        println!("peak RSS of this process: {mb:.0} MB");
+        outln!("peak RSS of this process: {mb:.0} MB");
     }
     Ok(())
 }

@@ -38,6 +38,10 @@ pub struct TrainState {
     pub train_limit: Option<usize>,
     /// Test subset size, if limited.
     pub test_limit: Option<usize>,
+    /// Where the run read its data (absolute), so `--resume` reads there
+    /// again; absent in runs from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
     /// Per-epoch results so far.
     pub history: Vec<EpochPoint>,
     /// Seconds of training steps so far.
@@ -104,12 +108,41 @@ pub fn save(
 
 /// The newest complete checkpoint of a run, if any.
 pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, TrainState)>> {
-    let dir = checkpoints_dir(run_dir);
     if !run_dir.is_dir() {
         bail!("{}: no such run directory", run_dir.display());
     }
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(None);
+    for (_, path) in newest_first(run_dir) {
+        if let Some(state) = complete(&path) {
+            return Ok(Some((path, state)));
+        }
+    }
+    Ok(None)
+}
+
+/// Delete all but the newest `keep` complete checkpoints (`keep == 0`
+/// keeps every one). Nothing newer than the newest complete checkpoint is
+/// touched, and that one always stays: a resume starts from it.
+pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let complete_ones: Vec<PathBuf> = newest_first(run_dir)
+        .into_iter()
+        .filter(|(_, path)| complete(path).is_some())
+        .map(|(_, path)| path)
+        .collect();
+    for old in complete_ones.iter().skip(keep) {
+        fs::remove_dir_all(old)
+            .with_context(|| format!("cannot delete the old checkpoint {}", old.display()))?;
+        tracing::debug!(dir = %old.display(), "old checkpoint deleted");
+    }
+    Ok(())
+}
+
+/// The run's `epoch-NNNN` directories, newest first.
+fn newest_first(run_dir: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = fs::read_dir(checkpoints_dir(run_dir)) else {
+        return Vec::new();
     };
     let mut candidates: Vec<(usize, PathBuf)> = entries
         .filter_map(|e| e.ok())
@@ -120,18 +153,16 @@ pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, TrainState)>> {
         })
         .collect();
     candidates.sort_unstable_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
-    for (_, path) in candidates {
-        let state = fs::read(path.join(STATE))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<TrainState>(&bytes).ok());
-        if let Some(state) = state
-            && path.join(MODEL).is_file()
-            && path.join(OPTIMIZER).is_file()
-        {
-            return Ok(Some((path, state)));
-        }
-    }
-    Ok(None)
+    candidates
+}
+
+/// The state of a checkpoint directory that holds everything a resume
+/// reads, else `None`.
+fn complete(path: &Path) -> Option<TrainState> {
+    let state = fs::read(path.join(STATE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<TrainState>(&bytes).ok())?;
+    (path.join(MODEL).is_file() && path.join(OPTIMIZER).is_file()).then_some(state)
 }
 
 /// Restore weights and optimizer state from a checkpoint directory.
@@ -175,6 +206,7 @@ mod tests {
             device: DeviceSpec::Cpu,
             train_limit: None,
             test_limit: None,
+            data_dir: None,
             history: Vec::new(),
             train_seconds: 0.0,
             ema_updates: 0,
@@ -228,6 +260,37 @@ mod tests {
         let (path, found) = latest(run.path()).unwrap().unwrap();
         assert_eq!(path.file_name().unwrap(), "epoch-0002");
         assert_eq!(found, state(2));
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_complete_checkpoints_only() {
+        let run = tempfile::tempdir().unwrap();
+        for epoch in 1..=5 {
+            let name = format!("epoch-{epoch:04}");
+            fake_checkpoint(run.path(), &name, &[MODEL, OPTIMIZER, STATE], epoch);
+        }
+        // An incomplete newer one neither counts nor goes.
+        fake_checkpoint(run.path(), "epoch-0006", &[MODEL], 6);
+        prune(run.path(), 2).unwrap();
+        let mut left: Vec<String> = fs::read_dir(run.path().join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["epoch-0004", "epoch-0005", "epoch-0006"]);
+        assert_eq!(latest(run.path()).unwrap().unwrap().1, state(5));
+        // 0 keeps everything.
+        prune(run.path(), 0).unwrap();
+        assert_eq!(
+            fs::read_dir(run.path().join("checkpoints"))
+                .unwrap()
+                .count(),
+            3
+        );
+        // 1 still keeps the one a resume needs.
+        prune(run.path(), 1).unwrap();
+        assert!(run.path().join("checkpoints/epoch-0005").is_dir());
+        assert!(!run.path().join("checkpoints/epoch-0004").exists());
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Command-line arguments and the training configuration they make.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::tensor::Device;
 use clap::Args;
 use mnist_data::Dataset;
-use mnist_model::{BackendKind, DeviceSpec, ModelKind};
+use mnist_model::{BackendKind, DeviceSpec, ModelKind, Network};
 use mnist_optim::{LrSchedule, OptimizerKind, RunSchedule, ScheduleKind};
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +65,9 @@ impl Runtime {
 /// Which data.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// The dataset.
-    #[arg(long, value_enum, default_value_t = Dataset::Mnist)]
-    pub dataset: Dataset,
+    /// The dataset [default: mnist; for eval, the one the weights record].
+    #[arg(long, value_enum)]
+    pub dataset: Option<Dataset>,
     /// Directory holding the dataset's .gz files [default: $MNIST_DATA_DIR, else data/DATASET/].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -80,6 +80,19 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// Refuse limits that leave nothing to train on or to score.
+    pub fn validate_limits(&self) -> Result<()> {
+        for (flag, limit) in [
+            ("--train-limit", self.train_limit),
+            ("--test-limit", self.test_limit),
+        ] {
+            if limit == Some(0) {
+                bail!("{flag} 0 leaves no images; give at least 1, or leave it out for all");
+            }
+        }
+        Ok(())
+    }
+
     /// The directory to read, by flag, environment, then workspace default.
     pub fn dir(&self, dataset: Dataset) -> PathBuf {
         let env = std::env::var_os("MNIST_DATA_DIR").map(PathBuf::from);
@@ -89,6 +102,54 @@ impl DataArgs {
             &workspace_root(),
             dataset,
         )
+    }
+}
+
+/// Load every weights file (checking each before any data is read) and the
+/// dataset they are to be used with (see [`dataset_for_weights`]).
+pub fn load_models(
+    weights: &[PathBuf],
+    dataset: Option<Dataset>,
+    device: &Device,
+) -> Result<(Vec<Network>, Dataset)> {
+    let loaded = weights
+        .iter()
+        .map(|path| Network::load_recorded(path, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let recorded: Vec<_> = weights
+        .iter()
+        .zip(&loaded)
+        .map(|(path, l)| (path.as_path(), l.dataset))
+        .collect();
+    let dataset = dataset_for_weights(dataset, &recorded)?;
+    Ok((loaded.into_iter().map(|l| l.network).collect(), dataset))
+}
+
+/// The dataset to evaluate or classify with `weights`: what they record
+/// (all the same for an ensemble), which `--dataset` may repeat but not
+/// contradict; `--dataset`, then MNIST, for files that record none.
+pub fn dataset_for_weights(
+    flag: Option<Dataset>,
+    weights: &[(&Path, Option<Dataset>)],
+) -> Result<Dataset> {
+    let mut recorded = weights.iter().filter_map(|(path, d)| d.map(|d| (*path, d)));
+    let Some((first_path, first)) = recorded.next() else {
+        return Ok(flag.unwrap_or_default());
+    };
+    if let Some((path, other)) = recorded.find(|(_, d)| *d != first) {
+        bail!(
+            "{} was trained on {first} but {} on {other}; an ensemble's members must share a dataset",
+            first_path.display(),
+            path.display()
+        );
+    }
+    match flag {
+        Some(asked) if asked != first => bail!(
+            "{} was trained on {first}, but --dataset {asked} was asked for; its answers would \
+             be names of the wrong classes. Leave out --dataset (it defaults to the weights' own)",
+            first_path.display()
+        ),
+        _ => Ok(first),
     }
 }
 
@@ -356,9 +417,20 @@ pub struct TrainFlags {
     /// [default: ranges].
     #[arg(long, value_enum)]
     pub augment: Option<AugmentPolicy>,
-    /// Seed of weights, shuffling, augmentation and dropout [default: 0].
-    #[arg(long)]
+    /// Seed of weights, shuffling, augmentation and dropout, 0 to
+    /// 18446744073709551615 [default: 0].
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_seed)]
     pub seed: Option<u64>,
+}
+
+/// A `--seed`: a whole number from 0 to `u64::MAX`, said so when not.
+fn parse_seed(value: &str) -> Result<u64, String> {
+    value.parse().map_err(|_| {
+        format!(
+            "`{value}` is not a seed: use a whole number from 0 to {}",
+            u64::MAX
+        )
+    })
 }
 
 impl TrainFlags {
@@ -609,6 +681,51 @@ mod tests {
                 .to_string();
             assert!(err.contains(bad) && err.contains(a_choice), "{err}");
         }
+    }
+
+    #[test]
+    fn weights_decide_the_dataset_and_a_contradiction_is_refused() {
+        let (a, b) = (Path::new("a.safetensors"), Path::new("b.safetensors"));
+        let mnist = Some(Dataset::Mnist);
+        let fashion = Some(Dataset::FashionMnist);
+        assert_eq!(
+            dataset_for_weights(None, &[(a, fashion)]).unwrap(),
+            Dataset::FashionMnist
+        );
+        assert_eq!(
+            dataset_for_weights(None, &[(a, None)]).unwrap(),
+            Dataset::Mnist
+        );
+        assert_eq!(
+            dataset_for_weights(fashion, &[(a, None)]).unwrap(),
+            Dataset::FashionMnist
+        );
+        assert_eq!(
+            dataset_for_weights(mnist, &[(a, mnist), (b, None)]).unwrap(),
+            Dataset::Mnist
+        );
+        let err = dataset_for_weights(fashion, &[(a, mnist)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a.safetensors was trained on mnist") && err.contains("--dataset"),
+            "{err}"
+        );
+        let err = dataset_for_weights(None, &[(a, mnist), (b, fashion)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("b.safetensors on fashion-mnist"), "{err}");
+    }
+
+    #[test]
+    fn negative_seeds_get_a_clear_error() {
+        use clap::Parser;
+        let err = Flags::try_parse_from(["mnist", "--seed", "-1"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("`-1` is not a seed"), "{err}");
+        assert_eq!(parse(&["--seed", "7"]).seed, 7);
     }
 
     #[test]

@@ -8,11 +8,11 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use mnist_data::Normalizer;
-use mnist_model::Network;
 use mnist_model::summary::TorchSummary;
 
-use crate::config::{DataArgs, RuntimeArgs};
+use crate::config::{DataArgs, RuntimeArgs, load_models};
 use crate::evaluate::ensemble_confusion;
+use crate::output::outln;
 use crate::report::{Metrics, RunInfo, print_report, write_files};
 use crate::run_dir;
 
@@ -43,26 +43,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
         anyhow::bail!("--batch-size must be at least 1");
     }
     let runtime = args.runtime.resolve()?;
-    let dataset = args.data.dataset;
-    // Check the weights before loading any data; each file names its model.
-    let models = args
-        .weights
-        .iter()
-        .map(|path| Network::load(path, &runtime.device))
-        .collect::<Result<Vec<_>, _>>()?;
+    args.data.validate_limits()?;
+    // Check the weights before loading any data; each file names its model
+    // and, when trained here, its dataset.
+    let (models, dataset) = load_models(&args.weights, args.data.dataset, &runtime.device)?;
     if let Some(out) = &args.out {
         run_dir::check_creatable(out)?;
     }
-    let mut data = mnist_data::load(dataset, &args.data.dir(dataset))?;
+    // Only the test split: evaluation never reads the training files.
+    let mut test = mnist_data::load_test(dataset, &args.data.dir(dataset))?;
     let out = run_dir::create(args.out.as_deref())?;
     if let Some(n) = args.data.test_limit {
-        data.test = data.test.head(n);
+        test = test.head(n);
     }
     let normalizer = Normalizer::new(dataset.mean(), dataset.std());
     let started = Instant::now();
     let outcome = ensemble_confusion(
         &models,
-        &data.test,
+        &test,
         args.batch_size,
         &normalizer,
         &runtime.device,
@@ -105,7 +103,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     );
     let written = write_files(&out, &metrics, &matrix, &names)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&metrics)?);
+        outln!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
         let summary = models
             .iter()
@@ -114,10 +112,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .join("\n");
         print_report(&summary, &metrics, &matrix, &names);
         for (path, accuracy) in args.weights.iter().zip(&member_accuracies) {
-            println!("  member {}: {:.2}%", path.display(), 100.0 * accuracy);
+            outln!("  member {}: {:.2}%", path.display(), 100.0 * accuracy);
         }
         for path in written {
-            println!("Wrote {}", path.display());
+            outln!("Wrote {}", path.display());
         }
     }
     Ok(())

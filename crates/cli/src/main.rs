@@ -13,7 +13,9 @@ mod checkpoint;
 mod config;
 mod eval;
 mod evaluate;
+mod interrupt;
 mod logging;
+mod output;
 mod predict;
 mod report;
 mod run_dir;
@@ -23,9 +25,12 @@ mod train;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use mnist_model::summary::TorchSummary;
 use mnist_model::{BackendKind, ModelKind};
+
+use crate::output::outln;
 
 #[derive(Parser)]
 #[command(
@@ -86,9 +91,11 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.log.install();
-    match run(cli) {
+    let given = given_flags(&matches);
+    match run(cli, &given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -97,9 +104,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// The subcommand's flags given on the command line (clap ids of its
+/// arguments, not of the groups clap makes for flattened structs), as
+/// opposed to those left at their defaults.
+fn given_flags(matches: &ArgMatches) -> Vec<String> {
+    let Some((name, sub)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    let command = Cli::command();
+    let Some(subcommand) = command.find_subcommand(name) else {
+        return Vec::new();
+    };
+    subcommand
+        .get_arguments()
+        .map(|arg| arg.get_id().as_str())
+        .filter(|id| sub.value_source(id) == Some(ValueSource::CommandLine))
+        .map(str::to_string)
+        .collect()
+}
+
+fn run(cli: Cli, given: &[String]) -> Result<()> {
     match cli.command {
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => {
+            interrupt::install();
+            train::run(args, given)
+        }
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Predict(args) => predict::run(args),
@@ -108,8 +137,8 @@ fn run(cli: Cli) -> Result<()> {
             let backend = BackendKind::default_cpu()
                 .ok_or_else(|| anyhow::anyhow!("no backend compiled in"))?;
             let model = kind.init(0, &backend.device(mnist_model::DeviceSpec::Cpu)?);
-            println!("{}", model.torch_summary());
-            println!("Total parameters: {}", mnist_model::parameter_count(&model));
+            outln!("{}", model.torch_summary());
+            outln!("Total parameters: {}", mnist_model::parameter_count(&model));
             Ok(())
         }
         Command::Backends => {
@@ -119,7 +148,7 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     "not compiled in"
                 };
-                println!("{:8} {status}", backend.name());
+                outln!("{:8} {status}", backend.name());
             }
             Ok(())
         }

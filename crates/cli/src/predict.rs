@@ -3,27 +3,28 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use mnist_data::Normalizer;
 use mnist_data::digit::{SIDE, load_digit};
-use mnist_model::Network;
 use serde::Serialize;
 
 use mnist_data::Dataset;
 
-use crate::config::RuntimeArgs;
+use crate::config::{RuntimeArgs, load_models};
 use crate::evaluate::mean_probabilities;
+use crate::output::outln;
 
 /// `mnist predict` arguments.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
     #[command(flatten)]
     runtime: RuntimeArgs,
-    /// The dataset whose class names and normalisation to use.
-    #[arg(long, value_enum, default_value_t = Dataset::Mnist)]
-    dataset: Dataset,
+    /// The dataset whose class names and normalisation to use [default:
+    /// the one the weights record, else mnist].
+    #[arg(long, value_enum)]
+    dataset: Option<Dataset>,
     /// Weights to classify with; repeat the flag for an ensemble
     /// (`--weights a.safetensors --weights b.safetensors`).
     #[arg(long, short = 'w', required = true)]
@@ -56,17 +57,27 @@ struct Prediction {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let runtime = args.runtime.resolve()?;
-    let dataset = args.dataset;
-    let models = args
-        .weights
-        .iter()
-        .map(|path| Network::load(path, &runtime.device))
-        .collect::<Result<Vec<_>, _>>()?;
-    let digits = args
-        .images
-        .iter()
-        .map(|path| load_digit(path))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (models, dataset) = load_models(&args.weights, args.dataset, &runtime.device)?;
+    // An unreadable picture is reported and the others still get answers;
+    // the exit status says that something failed.
+    let mut unreadable = 0;
+    let mut readable = Vec::new();
+    let mut digits = Vec::new();
+    for path in &args.images {
+        match load_digit(path) {
+            Ok(digit) => {
+                readable.push(path.clone());
+                digits.push(digit);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                unreadable += 1;
+            }
+        }
+    }
+    if digits.is_empty() {
+        bail!("none of the {} pictures could be read", args.images.len());
+    }
 
     let normalizer = Normalizer::new(dataset.mean(), dataset.std());
     let pixels: Vec<f32> = digits
@@ -81,8 +92,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .into_data()
         .try_into_vec_as::<f32>()?;
     let names = dataset.class_names();
-    let predictions: Vec<Prediction> = args
-        .images
+    let predictions: Vec<Prediction> = readable
         .iter()
         .zip(probabilities.chunks_exact(names.len()))
         .map(|(image, p)| Prediction {
@@ -99,19 +109,25 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .collect();
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&predictions)?);
-        return Ok(());
-    }
-    for (prediction, digit) in predictions.iter().zip(&digits) {
-        let guesses: Vec<String> = prediction
-            .top
-            .iter()
-            .map(|g| format!("{} {:.1}%", g.label, 100.0 * g.probability))
-            .collect();
-        println!("{}: {}", prediction.image.display(), guesses.join(", "));
-        if args.show {
-            println!("{}", ascii_art(digit));
+        outln!("{}", serde_json::to_string_pretty(&predictions)?);
+    } else {
+        for (prediction, digit) in predictions.iter().zip(&digits) {
+            let guesses: Vec<String> = prediction
+                .top
+                .iter()
+                .map(|g| format!("{} {:.1}%", g.label, 100.0 * g.probability))
+                .collect();
+            outln!("{}: {}", prediction.image.display(), guesses.join(", "));
+            if args.show {
+                outln!("{}", ascii_art(digit));
+            }
         }
+    }
+    if unreadable > 0 {
+        bail!(
+            "{unreadable} of {} pictures could not be read (named above); the others were classified",
+            args.images.len()
+        );
     }
     Ok(())
 }

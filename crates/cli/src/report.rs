@@ -13,6 +13,7 @@ use mnist_data::Dataset;
 use mnist_model::{BackendKind, DeviceSpec};
 
 use crate::config::HyperParams;
+use crate::output::outln;
 
 /// What was run: everything in `metrics.json` except the scores.
 #[derive(Debug, Serialize)]
@@ -89,9 +90,9 @@ impl Metrics {
 
 /// Print the evaluation as the notebook did, plus the matrix and per-class scores.
 pub fn print_report(summary: &str, metrics: &Metrics, matrix: &ConfusionMatrix, names: &[&str]) {
-    println!("\nModel architecture:\n{summary}");
-    println!("Total parameters: {}", metrics.run.parameters);
-    println!(
+    outln!("\nModel architecture:\n{summary}");
+    outln!("Total parameters: {}", metrics.run.parameters);
+    outln!(
         "\nAccuracy of the network on the {} test images: {:.2}% ({}/{})",
         metrics.test_images,
         100.0 * metrics.test_accuracy,
@@ -99,11 +100,11 @@ pub fn print_report(summary: &str, metrics: &Metrics, matrix: &ConfusionMatrix, 
         metrics.test_images
     );
     if let Some(h) = &metrics.run.hyper_parameters {
-        println!("Hyper-parameters: {}", h.describe());
+        outln!("Hyper-parameters: {}", h.describe());
     }
-    println!("Backend: {} ({})", metrics.run.backend, metrics.run.device);
-    println!("\nConfusion matrix:\n{}", matrix.render_text(names));
-    println!("{}", matrix.render_report(names));
+    outln!("Backend: {} ({})", metrics.run.backend, metrics.run.device);
+    outln!("\nConfusion matrix:\n{}", matrix.render_text(names));
+    outln!("{}", matrix.render_report(names));
 }
 
 /// Write `metrics.json`, `confusion_matrix.png` and (when there is a

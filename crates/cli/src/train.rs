@@ -17,6 +17,8 @@ use mnist_model::summary::TorchSummary;
 use crate::checkpoint::{self, TrainState};
 use crate::config::{DataArgs, Runtime, RuntimeArgs, TrainFlags};
 use crate::evaluate::confusion;
+use crate::interrupt;
+use crate::output::outln;
 use crate::report::{Metrics, RunInfo, print_report, write_files};
 use crate::run_dir;
 use crate::step::{self, TrainingStep};
@@ -34,9 +36,15 @@ pub struct TrainArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run in RUN_DIR from its last complete checkpoint, with its
-    /// own settings (other flags are ignored, except --epochs to extend it).
+    /// own settings and data directory (other flags are ignored, and named
+    /// when given, except --epochs to extend it and --data-dir to read the
+    /// data elsewhere).
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
+    /// Keep the last N epochs' checkpoints and delete older ones (0 keeps
+    /// every one); the newest, which a resume needs, is never deleted.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    keep_checkpoints: usize,
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 600)]
     eval_batch_size: usize,
@@ -61,13 +69,32 @@ enum RunDir {
     New(Option<PathBuf>),
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
+/// Flags a resumed run uses; every other flag given beside `--resume` is
+/// ignored, and said to be.
+const USED_ON_RESUME: [&str; 9] = [
+    "resume",
+    "epochs",
+    "data_dir",
+    "eval_batch_size",
+    "time_limit",
+    "keep_checkpoints",
+    "verbose",
+    "quiet",
+    "log_format",
+];
+
+/// `given` are the flags on the command line (clap ids), to say which a
+/// resume ignores.
+pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
     if args.eval_batch_size == 0 {
         bail!("--eval-batch-size must be at least 1");
     }
     let time_limit = args.time_limit.map(minutes).transpose()?;
     let start = match &args.resume {
-        Some(dir) => resume_point(dir, &args)?,
+        Some(dir) => {
+            warn_ignored(given);
+            resume_point(dir, &args)?
+        }
         None => fresh_start(&args)?,
     };
     let mut state = start.state;
@@ -75,16 +102,29 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let runtime = start.runtime;
 
     let dataset = state.dataset;
-    let data_dir = args.data.dir(dataset);
+    let data_dir = match (&args.data.data_dir, &state.data_dir) {
+        // A resumed run reads where it read before, unless told otherwise.
+        (None, Some(recorded)) => recorded.clone(),
+        _ => args.data.dir(dataset),
+    };
     let loaded = Instant::now();
     let mut data = mnist_data::load(dataset, &data_dir)?;
+    state.data_dir = Some(std::path::absolute(&data_dir).unwrap_or(data_dir.clone()));
     if let Some(n) = state.train_limit {
         data.train = data.train.head(n);
     }
     if let Some(n) = state.test_limit {
         data.test = data.test.head(n);
     }
-    println!(
+    if state.hyper.batch_size > data.train.len() {
+        tracing::warn!(
+            "--batch-size {} is larger than the {} training images: each epoch is one step of {}",
+            state.hyper.batch_size,
+            data.train.len(),
+            data.train.len()
+        );
+    }
+    outln!(
         "Loaded {} ({} training, {} test images) from {} in {:.2} s",
         dataset,
         data.train.len(),
@@ -97,6 +137,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         RunDir::Existing(dir) => dir,
         RunDir::New(out) => run_dir::create(out.as_deref())?,
     };
+    interrupt::running(&run_dir, state.hyper.epochs);
     let device = runtime.device.clone().autodiff();
     let (mut model, mut step) = step::set_up(&state.hyper, &device, state.ema_updates);
     if let Some(path) = &start.checkpoint {
@@ -104,19 +145,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if let Some(ema) = &mut step.ema {
             ema.set_average(checkpoint::restore_ema(path, model.valid())?);
         }
-        println!(
+        outln!(
             "Resuming from {} (epoch {} done)",
             path.display(),
             state.epochs_done
         );
     }
-    println!(
+    outln!(
         "Model {} ({} parameters): {}",
         model.kind(),
         mnist_model::parameter_count(&model),
         state.hyper.describe()
     );
-    println!(
+    outln!(
         "Training on {} ({}), run directory {}",
         runtime.backend,
         runtime.spec,
@@ -130,16 +171,33 @@ pub fn run(args: TrainArgs) -> Result<()> {
         eval_batch_size: args.eval_batch_size,
         run_dir: &run_dir,
         time_limit,
+        keep_checkpoints: args.keep_checkpoints,
     };
     let (model, last) = trainer.train(model, step, &mut state)?;
     trainer.finish(&model, last, &state)
 }
 
+/// Say which of the `given` flags a resume ignores.
+fn warn_ignored(given: &[String]) {
+    let ignored: Vec<String> = given
+        .iter()
+        .filter(|id| !USED_ON_RESUME.contains(&id.as_str()))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "--resume continues the run with its own settings; ignoring {}",
+            ignored.join(", ")
+        );
+    }
+}
+
 fn fresh_start(args: &TrainArgs) -> Result<Start> {
     let hyper = args.train.resolve();
     hyper.validate()?;
+    args.data.validate_limits()?;
     let runtime = args.runtime.resolve()?;
-    let dataset = args.data.dataset;
+    let dataset = args.data.dataset.unwrap_or_default();
     if let Some(out) = &args.out {
         run_dir::check_creatable(out)?;
     }
@@ -152,6 +210,7 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
             device: runtime.spec,
             train_limit: args.data.train_limit,
             test_limit: args.data.test_limit,
+            data_dir: None,
             history: Vec::new(),
             train_seconds: 0.0,
             ema_updates: 0,
@@ -165,9 +224,17 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
 fn resume_point(dir: &Path, args: &TrainArgs) -> Result<Start> {
     run_dir::check_writable(dir)?;
     let Some((path, mut state)) = checkpoint::latest(dir)? else {
+        if dir.join("model.safetensors").exists() {
+            bail!(
+                "{}: this run finished and its checkpoints were removed, so it cannot be continued \
+                 or extended; train a new run (another --out) instead",
+                dir.display()
+            );
+        }
         bail!(
-            "{}: no complete checkpoint to resume from (the run stopped before its first epoch ended); \
-             start it again without --resume",
+            "{}: no complete checkpoint to resume from (the run stopped before its first epoch \
+             ended); start it again with `mnist train --out {}` and its other flags",
+            dir.display(),
             dir.display()
         );
     };
@@ -185,9 +252,12 @@ fn resume_point(dir: &Path, args: &TrainArgs) -> Result<Start> {
     }
     if state.epochs_done >= state.hyper.epochs {
         bail!(
-            "{}: the run already finished its {} epochs; pass a larger --epochs to extend it",
+            "{}: the run already finished its {} epochs; extend it with \
+             `mnist train --resume {} --epochs {}`",
             dir.display(),
-            state.hyper.epochs
+            state.hyper.epochs,
+            dir.display(),
+            state.hyper.epochs + 1
         );
     }
     Ok(Start {
@@ -205,6 +275,7 @@ struct Trainer<'a> {
     eval_batch_size: usize,
     run_dir: &'a Path,
     time_limit: Option<Duration>,
+    keep_checkpoints: usize,
 }
 
 /// The test-set evaluation after an epoch, with its duration in seconds.
@@ -274,7 +345,7 @@ impl Trainer<'_> {
                     bar.inc(1);
                     if (index + 1) % log_every == 0 {
                         bar.suspend(|| {
-                            println!(
+                            outln!(
                                 "Epoch [{}/{}], Step [{}/{}], Loss: {:.6}",
                                 epoch + 1,
                                 hyper.epochs,
@@ -308,7 +379,7 @@ impl Trainer<'_> {
                 train_loss: loss_sum / steps as f64,
                 test_accuracy: matrix.accuracy(),
             };
-            println!(
+            outln!(
                 "Epoch {}/{} done: mean train loss {:.4}, test accuracy {:.2}%{}, {:.0} images/s ({:.1} s, lr {:.6}, eval {:.1} s)",
                 epoch + 1,
                 hyper.epochs,
@@ -341,12 +412,13 @@ impl Trainer<'_> {
                 step.ema.as_ref().map(|e| e.average()),
                 state,
             )?;
+            checkpoint::prune(self.run_dir, self.keep_checkpoints)?;
             let epochs_run = epoch + 1 - first_epoch;
             if let Some(limit) = self.time_limit
                 && epoch + 1 < hyper.epochs
                 && !another_epoch_fits(session.elapsed(), epochs_run, limit)
             {
-                println!(
+                outln!(
                     "Stopping after epoch {} of {}: another epoch would pass --time-limit {} min. \
                      Continue with: mnist train --resume {}",
                     epoch + 1,
@@ -412,7 +484,7 @@ impl Trainer<'_> {
                 class_names: names.iter().map(|s| s.to_string()).collect(),
             },
         );
-        println!(
+        outln!(
             "\nTrained {} epochs in {:.1} s ({:.0} images/s); evaluated {} images in {:.2} s ({:.0} images/s)",
             state.epochs_done,
             state.train_seconds,
@@ -423,20 +495,21 @@ impl Trainer<'_> {
         );
         print_report(&inference.torch_summary(), &metrics, &matrix, &names);
         let weights = self.run_dir.join("model.safetensors");
-        inference.save(&weights)?;
+        inference.save_trained_on(&weights, self.data.dataset)?;
         let mut written = vec![weights];
         written.extend(write_files(self.run_dir, &metrics, &matrix, &names)?);
         for path in written {
-            println!("Wrote {}", path.display());
+            outln!("Wrote {}", path.display());
         }
         Ok(())
     }
 }
 
-/// `--time-limit` in minutes as a duration; refuses what no clock can mean.
+/// `--time-limit` in minutes as a duration; refuses what no clock can mean,
+/// and 0, which leaves no time for the epoch a run always trains.
 fn minutes(value: f64) -> Result<Duration> {
-    if !value.is_finite() || value < 0.0 {
-        bail!("--time-limit must be a number of minutes, 0 or more (got {value})");
+    if !value.is_finite() || value <= 0.0 {
+        bail!("--time-limit must be a positive number of minutes (got {value})");
     }
     Duration::try_from_secs_f64(value * 60.0)
         .with_context(|| format!("--time-limit {value} is too large"))
@@ -486,8 +559,7 @@ mod tests {
     #[test]
     fn time_limits_must_be_minutes_a_clock_can_count() {
         assert_eq!(minutes(1.5).unwrap(), Duration::from_secs(90));
-        assert_eq!(minutes(0.0).unwrap(), Duration::ZERO);
-        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e300] {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
             let message = minutes(bad).unwrap_err().to_string();
             assert!(message.contains("--time-limit"), "{message}");
         }

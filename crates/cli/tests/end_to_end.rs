@@ -131,7 +131,10 @@ fn bad_flags_fail_before_any_work() {
         (&["--lr", "-0.1"], "--lr"),
         (&["--gamma", "1.5"], "--gamma"),
         (&["--epochs", "0"], "--epochs"),
-        (&["--backend", "wgpu"], "possible values: ndarray, flex, tch"),
+        (
+            &["--backend", "wgpu"],
+            "possible values: ndarray, flex, tch",
+        ),
         (&["--device", "cuda:0"], "CPU only"),
     ];
     for (flags, expected) in cases {

@@ -77,7 +77,7 @@ fn a_time_limit_stops_after_a_whole_epoch_and_resume_finishes_the_run() {
     ok(&mut train(&straight));
 
     let limited = dir.path().join("limited");
-    let out = ok(train(&limited).args(["--time-limit", "0"]));
+    let out = ok(train(&limited).args(["--time-limit", "0.0001"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Stopping after epoch 1 of 3"), "{stdout}");
     assert!(stdout.contains("mnist train --resume"), "{stdout}");

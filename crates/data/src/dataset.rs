@@ -25,10 +25,13 @@ const TEST_LABELS: &str = "t10k-labels-idx1-ubyte.gz";
 
 /// A known dataset in the IDX format. Its name ([`Dataset::name`]) is the
 /// same on the command line, in files and for directories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Dataset {
     /// Handwritten digits (LeCun, Cortes, Burges).
+    #[default]
     #[serde(rename = "mnist")]
     #[cfg_attr(feature = "clap", value(name = "mnist"))]
     Mnist,
@@ -189,15 +192,14 @@ pub fn resolve_data_dir(
 pub fn find_data_dir(dataset: Dataset, workspace_root: &Path) -> Result<PathBuf, DataError> {
     let env = std::env::var_os("MNIST_DATA_DIR").map(PathBuf::from);
     let dir = resolve_data_dir(None, env.as_deref(), workspace_root, dataset);
-    check_present(dataset, &dir)?;
+    check_present(dataset, &dir, &dataset.files())?;
     Ok(dir)
 }
 
-/// `dir` holds all four files of `dataset` (and is not another dataset's).
-fn check_present(dataset: Dataset, dir: &Path) -> Result<(), DataError> {
+/// `dir` holds `files` of `dataset` (and is not another dataset's).
+fn check_present(dataset: Dataset, dir: &Path, files: &[DataFile]) -> Result<(), DataError> {
     check_not_other_dataset(dataset, dir)?;
-    let missing: Vec<&str> = dataset
-        .files()
+    let missing: Vec<&str> = files
         .iter()
         .map(|f| f.name)
         .filter(|name| !dir.join(name).is_file())
@@ -267,7 +269,7 @@ pub struct DataSplits {
 
 /// Load both splits of `dataset` from `dir`, validating every file.
 pub fn load(dataset: Dataset, dir: &Path) -> Result<DataSplits, DataError> {
-    check_present(dataset, dir)?;
+    check_present(dataset, dir, &dataset.files())?;
     let [train_images, train_labels, test_images, test_labels] =
         dataset.files().map(|f| dir.join(f.name));
     // The two splits are independent: decode them on two threads.
@@ -298,6 +300,16 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
         Ok(value) => value,
         Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// Load the test split alone (evaluation needs nothing else): only its two
+/// files must be in `dir`.
+pub fn load_test(dataset: Dataset, dir: &Path) -> Result<Split, DataError> {
+    let [_, _, images, labels] = dataset.files();
+    check_present(dataset, dir, &[images, labels])?;
+    let test = load_split(&dir.join(images.name), &dir.join(labels.name))?;
+    tracing::info!(%dataset, dir = %dir.display(), test = test.len(), "loaded the test split");
+    Ok(test)
 }
 
 /// Load one split from its image and label files.

@@ -3,9 +3,13 @@
 //! to the digit, scaled to fit 20×20 keeping its aspect ratio, and placed
 //! in a 28×28 field with its centre of mass at the centre.
 //!
-//! Photos and scans are usually dark ink on light paper; the background is
-//! judged from the picture's border and inverted when light, then stretched
-//! so the paper is black and the darkest ink white.
+//! Photos and scans are usually dark ink on light paper. The paper is the
+//! picture's most common shade (its median level: ink covers a minority of
+//! any digit picture), never the border alone, which may be a photo's dark
+//! edge or a box drawn round the digit. Light paper is inverted, then the
+//! levels are stretched so the paper is black and the darkest ink white,
+//! and ink that frames the picture (a component touching its edge and
+//! spanning most of it) is cleared before the digit is cropped.
 
 use std::path::{Path, PathBuf};
 
@@ -73,7 +77,7 @@ pub fn load_digit(path: &Path) -> Result<Vec<u8>, DigitError> {
 
 /// Prepare a grey picture as an MNIST image; `None` if it shows no digit.
 pub fn prepare_digit(grey: &GrayImage) -> Option<Vec<u8>> {
-    let ink = light_on_dark(grey)?;
+    let ink = without_frames(light_on_dark(grey)?);
     let (x0, y0, x1, y1) = bounding_box(&ink)?;
     let crop = image::imageops::crop_imm(&ink, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
     let (w, h) = crop.dimensions();
@@ -90,12 +94,12 @@ pub fn prepare_digit(grey: &GrayImage) -> Option<Vec<u8>> {
 /// the full range; `None` if it has no contrast.
 fn light_on_dark(grey: &GrayImage) -> Option<GrayImage> {
     let (w, h) = grey.dimensions();
-    let border: Vec<f32> = grey
-        .enumerate_pixels()
-        .filter(|(x, y, _)| *x == 0 || *y == 0 || *x + 1 == w || *y + 1 == h)
-        .map(|(_, _, p)| f32::from(p.0[0]))
-        .collect();
-    let background = border.iter().sum::<f32>() / border.len().max(1) as f32;
+    let mut levels: Vec<u8> = grey.pixels().map(|p| p.0[0]).collect();
+    if levels.is_empty() {
+        return None;
+    }
+    let middle = levels.len() / 2;
+    let background = f32::from(*levels.select_nth_unstable(middle).1);
     let invert = background > 127.0;
     let level = |p: u8| if invert { 255 - p } else { p };
     let background = if invert {
@@ -112,6 +116,69 @@ fn light_on_dark(grey: &GrayImage) -> Option<GrayImage> {
         let stretched = (v - background) / (brightest - background) * 255.0;
         Luma([stretched.clamp(0.0, 255.0).round() as u8])
     }))
+}
+
+/// Share of the picture's width or height an edge-touching ink component
+/// must span to count as a frame rather than a stroke.
+const FRAME_SPAN: f32 = 0.9;
+
+/// `ink` with every frame cleared: a 4-connected ink component that touches
+/// the picture's edge and spans most of its width or height (a box drawn
+/// round the digit, a photo's dark edge). A digit that is itself such a
+/// component (cropped tight to the edges) is left as it is.
+fn without_frames(ink: GrayImage) -> GrayImage {
+    let (w, h) = ink.dimensions();
+    let is_ink = |x: u32, y: u32| ink.get_pixel(x, y).0[0] >= INK;
+    let mut component = vec![u32::MAX; (w * h) as usize];
+    let mut cleared = ink.clone();
+    let edge = (0..w)
+        .flat_map(|x| [(x, 0), (x, h - 1)])
+        .chain((0..h).flat_map(|y| [(0, y), (w - 1, y)]));
+    for (sx, sy) in edge {
+        if !is_ink(sx, sy) || component[(sy * w + sx) as usize] != u32::MAX {
+            continue;
+        }
+        // Flood the component from this edge pixel.
+        let id = sy * w + sx;
+        let mut stack = vec![(sx, sy)];
+        let mut pixels = Vec::new();
+        component[id as usize] = id;
+        while let Some((x, y)) = stack.pop() {
+            pixels.push((x, y));
+            let neighbours = [
+                (x.wrapping_sub(1), y),
+                (x + 1, y),
+                (x, y.wrapping_sub(1)),
+                (x, y + 1),
+            ];
+            for (nx, ny) in neighbours {
+                if nx < w
+                    && ny < h
+                    && is_ink(nx, ny)
+                    && component[(ny * w + nx) as usize] == u32::MAX
+                {
+                    component[(ny * w + nx) as usize] = id;
+                    stack.push((nx, ny));
+                }
+            }
+        }
+        let span = |coords: &mut dyn Iterator<Item = u32>| {
+            let (lo, hi) = coords.fold((u32::MAX, 0), |(lo, hi), c| (lo.min(c), hi.max(c)));
+            (hi - lo + 1) as f32
+        };
+        let width = span(&mut pixels.iter().map(|p| p.0));
+        let height = span(&mut pixels.iter().map(|p| p.1));
+        if width >= FRAME_SPAN * w as f32 || height >= FRAME_SPAN * h as f32 {
+            for (x, y) in pixels {
+                cleared.put_pixel(x, y, Luma([0]));
+            }
+        }
+    }
+    if bounding_box(&cleared).is_some() {
+        cleared
+    } else {
+        ink
+    }
 }
 
 /// The smallest box holding every ink pixel, as (x0, y0, x1, y1) inclusive.
@@ -206,6 +273,58 @@ mod tests {
             prepare_digit(&inverted).unwrap(),
             prepare_digit(&photo_of_a_one()).unwrap()
         );
+    }
+
+    /// A dark "7" on light paper: a bar and a diagonal.
+    fn photo_of_a_seven(paper: u8, ink: u8) -> GrayImage {
+        GrayImage::from_fn(120, 120, |x, y| {
+            let bar = (30..90).contains(&x) && (25..35).contains(&y);
+            let diagonal_x = 90.0 - (y as f32 - 25.0) * 0.45;
+            let diagonal = (25..100).contains(&y) && (x as f32 - diagonal_x).abs() < 5.0;
+            Luma([if bar || diagonal { ink } else { paper }])
+        })
+    }
+
+    #[test]
+    fn a_dark_frame_or_photo_edge_does_not_turn_the_paper_into_ink() {
+        let plain = prepare_digit(&photo_of_a_seven(235, 20)).unwrap();
+        // A box drawn round the digit, 4 pixels thick.
+        let mut framed = photo_of_a_seven(235, 20);
+        for (x, y, p) in framed.enumerate_pixels_mut() {
+            if x < 4 || y < 4 || x >= 116 || y >= 116 {
+                *p = Luma([20]);
+            }
+        }
+        // A photo's dark edge: a 12-pixel strip down one side.
+        let mut edged = photo_of_a_seven(235, 20);
+        for (x, _, p) in edged.enumerate_pixels_mut() {
+            if x < 12 {
+                *p = Luma([35]);
+            }
+        }
+        for (what, picture) in [("framed", framed), ("edged", edged)] {
+            let digit = prepare_digit(&picture).unwrap();
+            assert_eq!(digit[0], 0, "{what}: the paper is black");
+            let differing = digit
+                .iter()
+                .zip(&plain)
+                .filter(|(a, b)| a.abs_diff(**b) > 8)
+                .count();
+            assert!(
+                differing <= 6,
+                "{what}: {differing} pixels differ from the plain picture"
+            );
+        }
+    }
+
+    #[test]
+    fn a_digit_cropped_to_the_edges_is_not_taken_for_a_frame() {
+        // A "1" filling the picture's height: it touches the edge and spans it.
+        let tight = GrayImage::from_fn(20, 60, |x, _| {
+            Luma([if (5..15).contains(&x) { 20 } else { 235 }])
+        });
+        let digit = prepare_digit(&tight).unwrap();
+        assert!(digit.iter().filter(|&&v| v > 128).count() > 20);
     }
 
     #[test]

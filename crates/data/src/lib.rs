@@ -36,7 +36,8 @@ pub use augment::{Augment, Augmentation, OutOfRange};
 pub use batch::Batch;
 pub use batch::{Batches, HostBatch, Normalizer, Prefetched, epoch_order};
 pub use dataset::{
-    DataSplits, Dataset, NUM_CLASSES, Split, UnknownDataset, find_data_dir, load, resolve_data_dir,
+    DataSplits, Dataset, NUM_CLASSES, Split, UnknownDataset, find_data_dir, load, load_test,
+    resolve_data_dir,
 };
 pub use error::DataError;
 pub use hvc_paper::HvcPaperAugmentation;

@@ -149,7 +149,9 @@ fn conv2_pool_relu(c: &mut Criterion) {
         let input =
             Tensor::<4>::random([BATCH, 16, 14, 14], Distribution::Default, &device).require_grad();
         group.bench_function(BenchmarkId::new("fused_forward_backward", name), |b| {
-            b.iter(|| std::hint::black_box(conv_pool_relu(input.clone(), &conv, &pool).sum().backward()))
+            b.iter(|| {
+                std::hint::black_box(conv_pool_relu(input.clone(), &conv, &pool).sum().backward())
+            })
         });
         group.bench_function(BenchmarkId::new("separate_forward_backward", name), |b| {
             b.iter(|| {

@@ -29,7 +29,7 @@ pub mod torch_io;
 
 pub use backend::{BackendError, BackendKind, DeviceSpec};
 pub use hvc::{Hvc, HvcConfig, HvcConfigError};
-pub use network::{ModelKind, Network, UnknownModel};
+pub use network::{LoadedWeights, ModelKind, Network, UnknownModel};
 pub use seed_cnn::{SeedCnn, SeedCnnConfig};
 pub use seed_plus::{SeedPlusCnn, SeedPlusCnnConfig};
 pub use torch_io::{WeightsError, load_weights, save_weights};

@@ -12,6 +12,8 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use mnist_data::{Dataset, UnknownDataset};
+
 use crate::hvc::{Hvc, HvcConfig};
 use crate::seed_plus::{SeedPlusCnn, SeedPlusCnnConfig};
 use crate::summary::TorchSummary;
@@ -20,6 +22,21 @@ use crate::{SeedCnn, SeedCnnConfig};
 
 /// Safetensors metadata key naming the model of a weights file.
 pub const MODEL_METADATA_KEY: &str = "mnist_rs.model";
+/// Safetensors metadata key naming the dataset the weights were trained on.
+pub const DATASET_METADATA_KEY: &str = "mnist_rs.dataset";
+/// Safetensors metadata key holding the input normalisation, `mean,std`.
+pub const NORMALIZATION_METADATA_KEY: &str = "mnist_rs.normalization";
+
+/// A network read from a weights file, with what the file says of its
+/// training.
+#[derive(Debug)]
+pub struct LoadedWeights {
+    /// The network.
+    pub network: Network,
+    /// The dataset it was trained on; `None` for files that do not say
+    /// (PyTorch exports, files from before it was recorded).
+    pub dataset: Option<Dataset>,
+}
 
 /// Which network. Its name ([`ModelKind::name`]) is the same on the command
 /// line, in run files and in weights files.
@@ -143,20 +160,54 @@ impl Network {
 
     /// Load the network `path` holds, checking that it is the right model.
     pub fn load(path: &Path, device: &Device) -> Result<Self, WeightsError> {
+        Self::load_recorded(path, device).map(|loaded| loaded.network)
+    }
+
+    /// Load the network `path` holds with the dataset it records.
+    pub fn load_recorded(path: &Path, device: &Device) -> Result<LoadedWeights, WeightsError> {
         let file = torch_io::read_weights_file(path)?;
         let kind = ModelKind::of_file(&file, path)?;
-        tracing::info!(path = %path.display(), model = %kind, "loading weights");
-        torch_io::load_state_dict(kind.init(0, device), file.tensors).map_err(|problems| {
-            WeightsError::Mismatch {
-                path: path.to_path_buf(),
-                problems,
+        let dataset = match file.metadata.get(DATASET_METADATA_KEY) {
+            Some(name) => {
+                Some(
+                    name.parse()
+                        .map_err(|e: UnknownDataset| WeightsError::Corrupt {
+                            path: path.to_path_buf(),
+                            reason: e.to_string(),
+                        })?,
+                )
             }
-        })
+            None => None,
+        };
+        tracing::info!(path = %path.display(), model = %kind, ?dataset, "loading weights");
+        let network =
+            torch_io::load_state_dict(kind.init(0, device), file.tensors).map_err(|problems| {
+                WeightsError::Mismatch {
+                    path: path.to_path_buf(),
+                    problems,
+                }
+            })?;
+        Ok(LoadedWeights { network, dataset })
     }
 
     /// Save the weights with PyTorch keys, recording the model's name.
     pub fn save(&self, path: &Path) -> Result<(), WeightsError> {
         torch_io::save_weights_with(self, &[(MODEL_METADATA_KEY, self.kind().name())], path)
+    }
+
+    /// Save the weights, recording the model's name and the dataset (and so
+    /// the normalisation) they were trained on.
+    pub fn save_trained_on(&self, path: &Path, dataset: Dataset) -> Result<(), WeightsError> {
+        let normalization = format!("{},{}", dataset.mean(), dataset.std());
+        torch_io::save_weights_with(
+            self,
+            &[
+                (MODEL_METADATA_KEY, self.kind().name()),
+                (DATASET_METADATA_KEY, dataset.name()),
+                (NORMALIZATION_METADATA_KEY, &normalization),
+            ],
+            path,
+        )
     }
 }
 
@@ -222,6 +273,28 @@ mod tests {
             assert_eq!(loaded.kind(), kind);
             assert_eq!(torch_io::state_dict(&loaded), torch_io::state_dict(&model));
         }
+    }
+
+    #[test]
+    fn weights_record_their_dataset() {
+        let (_, device) = test_devices().remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fashion.safetensors");
+        ModelKind::Seed
+            .init(0, &device)
+            .save_trained_on(&path, Dataset::FashionMnist)
+            .unwrap();
+        let loaded = Network::load_recorded(&path, &device).unwrap();
+        assert_eq!(loaded.dataset, Some(Dataset::FashionMnist));
+        let metadata = torch_io::read_weights_file(&path).unwrap().metadata;
+        assert_eq!(metadata[NORMALIZATION_METADATA_KEY], "0.286,0.353");
+        // Without the record (a PyTorch export), nothing is claimed.
+        let plain = dir.path().join("plain.safetensors");
+        ModelKind::Seed.init(0, &device).save(&plain).unwrap();
+        assert_eq!(
+            Network::load_recorded(&plain, &device).unwrap().dataset,
+            None
+        );
     }
 
     #[test]

@@ -56,6 +56,21 @@ pub enum WeightsError {
         /// One line per missing, unexpected, mis-shaped or mis-typed tensor.
         problems: Vec<String>,
     },
+    /// A tensor holds NaN or infinite values: the weights of a run that
+    /// diverged, or a damaged file. They would answer `NaN%` for everything.
+    #[error(
+        "{}: tensor `{tensor}` holds {count} NaN or infinite value(s); these weights cannot \
+         classify anything (a diverged run or a damaged file)",
+        path.display()
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The first tensor with such values.
+        tensor: String,
+        /// How many it holds.
+        count: usize,
+    },
 }
 
 /// Tracks the module path during a visit or map. Burn calls
@@ -289,11 +304,19 @@ pub fn read_weights_file(path: &Path) -> Result<WeightsFile, WeightsError> {
             problems.push(format!("{name}: dtype {:?}, expected F32", view.dtype()));
             continue;
         }
-        let data = view
+        let data: Vec<f32> = view
             .data()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        let count = data.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            return Err(WeightsError::NonFinite {
+                path: path.to_path_buf(),
+                tensor: name,
+                count,
+            });
+        }
         tensors.insert(
             name,
             TorchTensor {
@@ -491,6 +514,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("fc2.bias: dtype F64, expected F32"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_naming_the_tensor() {
+        let (_, device) = test_devices().remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nan.safetensors");
+        let mut values = [0.5f32; 10];
+        values[3] = f32::NAN;
+        values[7] = f32::INFINITY;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![10], &bytes).unwrap();
+        std::fs::write(
+            &path,
+            safetensors::serialize([("fc2.bias", view)], None).unwrap(),
+        )
+        .unwrap();
+        let err = load_weights(SeedCnnConfig::new().init(0, &device), &path).unwrap_err();
+        assert!(
+            matches!(&err, WeightsError::NonFinite { tensor, count: 2, .. } if tensor == "fc2.bias"),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("nan.safetensors") && message.contains("`fc2.bias`"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -208,3 +208,10 @@ fn other_poolings_run_burns_own() {
             .assert_eq(&activation::relu(pool.forward(x)).into_data(), true);
     }
 }
+
+#[test]
+fn the_seed_cnns_own_pool_takes_the_fused_path() {
+    let (_, device) = test_devices().remove(0);
+    let model = crate::SeedCnnConfig::new().init(0, &device);
+    assert!(is_pool_2x2(&model.pool));
+}

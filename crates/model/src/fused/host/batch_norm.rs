@@ -121,7 +121,7 @@ pub fn batch_norm_forward(
     }
 }
 
-/// Gradients of [`forward`] given its input, γ, the statistics it
+/// Gradients of [`batch_norm_forward`] given its input, γ, the statistics it
 /// returned and the output's gradient:
 ///
 /// - `∂β = Σ g`, `∂γ = Σ g · x̂` over each channel, with `x̂ = (x − mean) / σ`;
