@@ -191,6 +191,24 @@ fn build_cli(backend: Option<&str>) -> Result<PathBuf> {
     let binary = target
         .join("release")
         .join(format!("mnist{}", std::env::consts::EXE_SUFFIX));
+    let (mut cmd, features) = build_command(backend)?;
+    if !binary.is_file() {
+        eprintln!(
+            "xtask: building the mnist binary (release; backends {features}). The first build \
+             compiles Burn and takes several minutes; later ones take seconds."
+        );
+    }
+    let status = cmd.status().context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("building the mnist binary failed (cargo's messages are above)");
+    }
+    Ok(binary)
+}
+
+/// `cargo build` for the `mnist` binary with `backend`'s feature, and the
+/// backends it will hold. Release, as the tests are built, and not
+/// `--quiet`, so cargo shows its progress.
+fn build_command(backend: Option<&str>) -> Result<(Command, &'static str)> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
@@ -203,17 +221,7 @@ fn build_cli(backend: Option<&str>) -> Result<PathBuf> {
         }
         Some(other) => bail!("unknown backend `{other}`; choose one of: ndarray, flex, tch"),
     };
-    if !binary.is_file() {
-        eprintln!(
-            "xtask: building the mnist binary (release; backends {features}). The first build \
-             compiles Burn and takes several minutes; later ones take seconds."
-        );
-    }
-    let status = cmd.status().context("cannot run cargo build")?;
-    if !status.success() {
-        bail!("building the mnist binary failed (cargo's messages are above)");
-    }
-    Ok(binary)
+    Ok((cmd, features))
 }
 
 #[cfg(test)]
@@ -239,6 +247,20 @@ mod tests {
             Some("fashion-mnist")
         );
         assert_eq!(flag_value(&args, "data-dir"), None);
+    }
+
+    #[test]
+    fn the_binary_is_built_in_release_with_cargos_progress_shown() {
+        for backend in [None, Some("tch")] {
+            let (cmd, _) = build_command(backend).unwrap();
+            let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+            assert!(args.iter().any(|a| a == "--release"), "{args:?}");
+            assert!(
+                !args.iter().any(|a| a == "--quiet" || a == "-q"),
+                "{args:?}"
+            );
+        }
+        assert!(build_command(Some("wgpu")).is_err());
     }
 
     #[test]

@@ -29,6 +29,19 @@ fn quick_start_commands() -> Vec<String> {
         .collect()
 }
 
+/// `cargo xtask` builds itself in release (sharing the test suite's build)
+/// and lets cargo show the first build's progress.
+#[test]
+fn the_xtask_alias_builds_in_release_and_is_not_quiet() {
+    let config = workspace_file(".cargo/config.toml");
+    let alias = config
+        .lines()
+        .find(|l| l.starts_with("xtask ="))
+        .expect("the xtask alias");
+    assert!(alias.contains("--release"), "{alias}");
+    assert!(!alias.contains("--quiet"), "{alias}");
+}
+
 #[test]
 fn ci_runs_the_readmes_two_commands() {
     let commands = quick_start_commands();
