@@ -91,10 +91,11 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let matches = Cli::command().get_matches();
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.log.install();
-    let given = given_flags(&matches);
+    let given = given_flags(&command, &matches);
     match run(cli, &given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -107,11 +108,10 @@ fn main() -> ExitCode {
 /// The subcommand's flags given on the command line (clap ids of its
 /// arguments, not of the groups clap makes for flattened structs), as
 /// opposed to those left at their defaults.
-fn given_flags(matches: &ArgMatches) -> Vec<String> {
+fn given_flags(command: &clap::Command, matches: &ArgMatches) -> Vec<String> {
     let Some((name, sub)) = matches.subcommand() else {
         return Vec::new();
     };
-    let command = Cli::command();
     let Some(subcommand) = command.find_subcommand(name) else {
         return Vec::new();
     };
