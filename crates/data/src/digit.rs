@@ -45,24 +45,56 @@ pub enum DigitError {
     },
 }
 
+/// The largest picture side accepted, in pixels: a phone photo fits, and a
+/// header that claims more is refused before any pixel is decoded.
+pub const MAX_SIDE: u32 = 8192;
+
 /// Read a PNG or JPEG file and prepare it as an MNIST image (row-major grey
 /// levels, 28×28, light digit on black).
 pub fn load_digit(path: &Path) -> Result<Vec<u8>, DigitError> {
-    let picture = image::ImageReader::open(path)
-        .map_err(|e| DigitError::Decode {
-            path: path.to_path_buf(),
-            cause: image::ImageError::IoError(e),
-        })?
+    let bytes = std::fs::read(path).map_err(|e| DigitError::Decode {
+        path: path.to_path_buf(),
+        cause: image::ImageError::IoError(e),
+    })?;
+    decode_digit(&bytes).map_err(|problem| problem.for_file(path))
+}
+
+/// Why bytes in memory could not be turned into a digit (the file-less
+/// form of [`DigitError`], for pictures that arrive over the network).
+#[derive(Debug, thiserror::Error)]
+pub enum PictureProblem {
+    /// Not a PNG or JPEG this decoder can read, or larger than [`MAX_SIDE`].
+    #[error("cannot read the picture: {0}")]
+    Decode(image::ImageError),
+    /// Nothing stands out from the background.
+    #[error(
+        "no digit found (the picture is one flat shade); use a picture of one digit, dark on light or light on dark"
+    )]
+    Blank,
+}
+
+impl PictureProblem {
+    fn for_file(self, path: &Path) -> DigitError {
+        let path = path.to_path_buf();
+        match self {
+            PictureProblem::Decode(cause) => DigitError::Decode { path, cause },
+            PictureProblem::Blank => DigitError::Blank { path },
+        }
+    }
+}
+
+/// Decode a PNG or JPEG held in memory and prepare it as [`load_digit`]
+/// does. Pictures wider or taller than [`MAX_SIDE`] are refused from their
+/// header, so no input can make the decoder allocate without bound.
+pub fn decode_digit(bytes: &[u8]) -> Result<Vec<u8>, PictureProblem> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| DigitError::Decode {
-            path: path.to_path_buf(),
-            cause: image::ImageError::IoError(e),
-        })?
-        .decode()
-        .map_err(|cause| DigitError::Decode {
-            path: path.to_path_buf(),
-            cause,
-        })?;
+        .map_err(|e| PictureProblem::Decode(image::ImageError::IoError(e)))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    let picture = reader.decode().map_err(PictureProblem::Decode)?;
     // Transparent pixels count as white paper.
     let with_alpha = picture.to_luma_alpha8();
     let grey = GrayImage::from_fn(with_alpha.width(), with_alpha.height(), |x, y| {
@@ -70,9 +102,7 @@ pub fn load_digit(path: &Path) -> Result<Vec<u8>, DigitError> {
         let a = f32::from(alpha) / 255.0;
         Luma([(f32::from(level) * a + 255.0 * (1.0 - a)).round() as u8])
     });
-    prepare_digit(&grey).ok_or_else(|| DigitError::Blank {
-        path: path.to_path_buf(),
-    })
+    prepare_digit(&grey).ok_or(PictureProblem::Blank)
 }
 
 /// Prepare a grey picture as an MNIST image; `None` if it shows no digit.
@@ -226,6 +256,7 @@ fn centre_by_mass(digit: &GrayImage) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::ImageEncoder;
 
     /// A dark vertical bar (a "1") on white paper, off-centre in a large picture.
     fn photo_of_a_one() -> GrayImage {
@@ -351,5 +382,73 @@ mod tests {
             err.contains("blank.png") && err.contains("no digit"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pictures_in_memory_are_prepared_as_files_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.png");
+        photo_of_a_one().save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(decode_digit(&bytes).unwrap(), load_digit(&path).unwrap());
+    }
+
+    /// A PNG header claiming a picture of `width` × `height`, without the
+    /// pixels.
+    fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(&[0u8; 4], 2, 2, image::ExtendedColorType::L8)
+            .unwrap();
+        // IHDR's width and height sit at bytes 16..24; its CRC follows.
+        png[16..20].copy_from_slice(&width.to_be_bytes());
+        png[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn absurd_dimensions_are_refused_from_the_header() {
+        let err = decode_digit(&png_header(100_000, 100_000)).unwrap_err();
+        assert!(matches!(err, PictureProblem::Decode(_)), "{err}");
+        assert!(err.to_string().contains("limit"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_give_a_digit_or_an_error_never_a_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)
+        ) {
+            let _ = decode_digit(&bytes);
+        }
+
+        #[test]
+        fn corrupted_pngs_never_panic(flips in proptest::collection::vec((0usize..200, proptest::num::u8::ANY), 1..8)) {
+            let mut png = Vec::new();
+            photo_of_a_one()
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .unwrap();
+            for (at, byte) in flips {
+                let at = at % png.len();
+                png[at] = byte;
+            }
+            let _ = decode_digit(&png);
+        }
     }
 }
