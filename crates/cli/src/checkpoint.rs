@@ -19,7 +19,7 @@ use mnist_model::torch_io::{load_weights, weights_bytes};
 use mnist_model::{BackendKind, DeviceSpec, Network};
 use serde::{Deserialize, Serialize};
 
-use crate::config::HyperParams;
+use crate::config::{HyperParams, Recipe};
 
 /// Everything but the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,6 +42,10 @@ pub struct TrainState {
     /// again; absent in runs from before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// The `--recipe` the run started from; absent in runs from before it
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<Recipe>,
     /// Per-epoch results so far.
     pub history: Vec<EpochPoint>,
     /// Seconds of training steps so far.
@@ -207,6 +211,7 @@ mod tests {
             train_limit: None,
             test_limit: None,
             data_dir: None,
+            recipe: Some(Recipe::Notebook),
             history: Vec::new(),
             train_seconds: 0.0,
             ema_updates: 0,
@@ -228,6 +233,7 @@ mod tests {
         assert_eq!(state.hyper.schedule, mnist_optim::ScheduleKind::OneCycle);
         assert_eq!(state.hyper.augment.rotate, 12.0);
         assert_eq!(state.history.len(), 3);
+        assert_eq!(state.recipe, None, "old runs record no recipe");
         // Written back, it reads the same, without the unused `rng`.
         let again = serde_json::to_string(&state).unwrap();
         assert!(!again.contains("rng"), "{again}");

@@ -282,7 +282,8 @@ impl Default for HyperParams {
 }
 
 /// Named sets of defaults for `--recipe`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Recipe {
     /// The notebook: seed CNN, RAdam 0.0015, ExponentialLR 0.9, batch 600, 5 epochs.
     #[default]

@@ -94,6 +94,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             dataset,
             model: model_name,
             parameters: models.iter().map(mnist_model::parameter_count).sum(),
+            recipe: None,
+            finished: crate::report::now_rfc3339(),
             hyper_parameters: None,
             weights: args.weights.clone(),
             member_accuracies: member_accuracies.clone(),

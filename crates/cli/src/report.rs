@@ -12,7 +12,7 @@ use serde::Serialize;
 use mnist_data::Dataset;
 use mnist_model::{BackendKind, DeviceSpec};
 
-use crate::config::HyperParams;
+use crate::config::{HyperParams, Recipe};
 use crate::output::outln;
 
 /// What was run: everything in `metrics.json` except the scores.
@@ -36,6 +36,11 @@ pub struct RunInfo {
     pub model: String,
     /// Trainable parameters.
     pub parameters: usize,
+    /// The `--recipe` a training run started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<Recipe>,
+    /// When the run finished (local time, RFC 3339).
+    pub finished: String,
     /// Hyper-parameters (absent for a bare evaluation).
     pub hyper_parameters: Option<HyperParams>,
     /// Weights evaluated (for `mnist eval`; several for an ensemble).
@@ -86,6 +91,11 @@ impl Metrics {
             version: env!("CARGO_PKG_VERSION"),
         }
     }
+}
+
+/// Now, as `metrics.json` records when a run finished.
+pub fn now_rfc3339() -> String {
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
 /// Print the evaluation as the notebook did, plus the matrix and per-class scores.

@@ -19,7 +19,8 @@ use crate::config::{DataArgs, Runtime, RuntimeArgs, TrainFlags};
 use crate::evaluate::confusion;
 use crate::interrupt;
 use crate::output::outln;
-use crate::report::{Metrics, RunInfo, print_report, write_files};
+use crate::progress::{Progress, ProgressFile, RunState};
+use crate::report::{Metrics, RunInfo, now_rfc3339, print_report, write_files};
 use crate::run_dir;
 use crate::step::{self, TrainingStep};
 
@@ -211,6 +212,7 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
             train_limit: args.data.train_limit,
             test_limit: args.data.test_limit,
             data_dir: None,
+            recipe: Some(args.train.recipe),
             history: Vec::new(),
             train_seconds: 0.0,
             ema_updates: 0,
@@ -305,6 +307,17 @@ impl Trainer<'_> {
         let log_every = (steps / 4).max(1);
         let first_epoch = state.epochs_done;
         let session = Instant::now();
+        let mut progress = ProgressFile::new(self.run_dir);
+        let at = |state: &TrainState, run: RunState, epoch: usize, step: usize, loss| Progress {
+            state: run,
+            epoch,
+            epochs: hyper.epochs,
+            step,
+            steps,
+            loss,
+            history: state.history.clone(),
+            updated: now_rfc3339(),
+        };
 
         for epoch in first_epoch..hyper.epochs {
             // Dropout draws from the device RNG: seed it per epoch so a
@@ -339,8 +352,18 @@ impl Trainer<'_> {
                     // never saved (checkpoints are whole epochs).
                     let loss_value = f64::from(loss.into_scalar::<f32>());
                     if !loss_value.is_finite() {
+                        progress.write(&at(state, RunState::Stopped, epoch + 1, index + 1, None));
                         bail!(self.diverged(epoch, index, loss_value, lr, state));
                     }
+                    progress.step(|| {
+                        at(
+                            state,
+                            RunState::Training,
+                            epoch + 1,
+                            index + 1,
+                            Some(loss_value),
+                        )
+                    });
                     loss_sum += loss_value;
                     bar.inc(1);
                     if (index + 1) % log_every == 0 {
@@ -413,6 +436,13 @@ impl Trainer<'_> {
                 state,
             )?;
             checkpoint::prune(self.run_dir, self.keep_checkpoints)?;
+            progress.write(&at(
+                state,
+                RunState::Training,
+                epoch + 1,
+                steps,
+                Some(point.train_loss),
+            ));
             let epochs_run = epoch + 1 - first_epoch;
             if let Some(limit) = self.time_limit
                 && epoch + 1 < hyper.epochs
@@ -477,6 +507,8 @@ impl Trainer<'_> {
                 dataset: self.data.dataset,
                 model: inference.kind().to_string(),
                 parameters: mnist_model::parameter_count(inference),
+                recipe: state.recipe,
+                finished: now_rfc3339(),
                 hyper_parameters: Some(state.hyper.clone()),
                 weights: Vec::new(),
                 member_accuracies: Vec::new(),
@@ -501,6 +533,22 @@ impl Trainer<'_> {
         for path in written {
             outln!("Wrote {}", path.display());
         }
+        // A run cut short by --time-limit is reported, and resumable.
+        let run = if state.epochs_done < state.hyper.epochs {
+            RunState::Stopped
+        } else {
+            RunState::Finished
+        };
+        ProgressFile::new(self.run_dir).write(&Progress {
+            state: run,
+            epoch: state.epochs_done,
+            epochs: state.hyper.epochs,
+            step: 0,
+            steps: 0,
+            loss: state.history.last().map(|p| p.train_loss),
+            history: state.history.clone(),
+            updated: now_rfc3339(),
+        });
         Ok(())
     }
 }
