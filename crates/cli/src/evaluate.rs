@@ -72,12 +72,17 @@ pub fn ensemble_confusion(
 
 /// The mean of the models' class probabilities `[batch, classes]`.
 pub fn mean_probabilities(models: &[Network], images: Tensor<4>) -> Tensor<2> {
-    mean(
-        models
-            .iter()
-            .map(|model| softmax(model.forward(images.clone()), 1))
-            .collect(),
-    )
+    member_probabilities(models, images).0
+}
+
+/// The mean of the models' class probabilities `[batch, classes]`, and
+/// each model's own.
+pub fn member_probabilities(models: &[Network], images: Tensor<4>) -> (Tensor<2>, Vec<Tensor<2>>) {
+    let members: Vec<Tensor<2>> = models
+        .iter()
+        .map(|model| softmax(model.forward(images.clone()), 1))
+        .collect();
+    (mean(members.clone()), members)
 }
 
 fn mean(probabilities: Vec<Tensor<2>>) -> Tensor<2> {

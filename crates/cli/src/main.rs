@@ -17,8 +17,11 @@ mod interrupt;
 mod logging;
 mod output;
 mod predict;
+mod progress;
 mod report;
 mod run_dir;
+#[cfg(feature = "serve")]
+mod serve;
 mod step;
 mod train;
 
@@ -68,6 +71,9 @@ enum Command {
     Backends,
     /// Time a recipe's training step and inference on each compiled backend.
     Bench(bench::BenchArgs),
+    /// A local web app: draw digits for the model, browse runs (docs/serve.md).
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
 }
 
 /// See the `mimalloc` entry in Cargo.toml for why.
@@ -133,6 +139,8 @@ fn run(cli: Cli, given: &[String]) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Augment(args) => augment::run(args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::run(args),
         Command::Summary { model: kind } => {
             let backend = BackendKind::default_cpu()
                 .ok_or_else(|| anyhow::anyhow!("no backend compiled in"))?;

@@ -3,6 +3,9 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
+#[cfg(feature = "serve")]
+pub mod server;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
