@@ -6,7 +6,9 @@
 //!   run it with the arguments unchanged (`train` first downloads the data
 //!   when it is missing);
 //!   (`cargo xtask bench [--recipe R]` times a training step on each compiled
-//!   backend, beside PyTorch with `--python`; see `docs/performance.md`).
+//!   backend, beside PyTorch with `--python`; see `docs/performance.md`);
+//! - `loadtest`: load on `mnist serve` from 127.0.0.1, through the
+//!   `serve_load` bench of mnist-cli (docs/serve.md).
 
 // Tests may unwrap: a panic there is a failing test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -32,6 +34,14 @@ struct Cli {
 enum Task {
     /// Fetch a dataset's four files, verified by SHA-256.
     Download(DownloadArgs),
+    /// Load `mnist serve` from this machine: latency of one prediction,
+    /// throughput under concurrent clients, peak memory (`--help` for flags).
+    #[command(disable_help_flag = true)]
+    Loadtest {
+        /// Flags for the load generator, `crates/cli/benches/serve_load.rs`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Anything else is an `mnist` subcommand: train, eval, summary, ...
     #[command(external_subcommand)]
     Mnist(Vec<OsString>),
@@ -72,6 +82,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Task::Mnist(args) => run_mnist(args),
+        Task::Loadtest { args } => {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(workspace_root())
+                .args([
+                    "bench",
+                    "--package",
+                    "mnist-cli",
+                    "--bench",
+                    "serve_load",
+                    "--",
+                ])
+                .args(args)
+                .status()
+                .context("cannot run cargo bench")?;
+            Ok(ExitCode::from(
+                status.code().map_or(1, |c| c.clamp(0, 255) as u8),
+            ))
+        }
     }
 }
 
@@ -261,6 +290,15 @@ mod tests {
             );
         }
         assert!(build_command(Some("wgpu")).is_err());
+    }
+
+    #[test]
+    fn loadtest_passes_its_flags_to_the_load_generator_unchanged() {
+        let cli = Cli::try_parse_from(["xtask", "loadtest", "--clients", "8", "--help"]).unwrap();
+        let Task::Loadtest { args } = cli.task else {
+            panic!("not the loadtest task");
+        };
+        assert_eq!(args, os(&["--clients", "8", "--help"]));
     }
 
     #[test]

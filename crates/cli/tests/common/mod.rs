@@ -5,6 +5,8 @@
 
 #[cfg(feature = "serve")]
 pub mod server;
+#[cfg(feature = "serve")]
+pub mod webdriver;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

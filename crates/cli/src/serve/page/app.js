@@ -454,7 +454,7 @@ function renderRun(detail) {
     parts.push(` epoch ${p.epoch} of ${p.epochs}, step ${p.step} of ${p.steps}` +
       (p.loss == null ? "" : `, loss ${p.loss.toFixed(4)}`) + ` (updated ${date(p.updated)})`);
   } else if (detail.test_accuracy != null) {
-    parts.push(` test accuracy ${percent(detail.test_accuracy, 2)} after ${detail.epochs} epochs, ${duration(detail.train_seconds)} of training`);
+    parts.push(` test accuracy ${percent(detail.test_accuracy, 2)} after ${detail.epochs} epoch${detail.epochs === 1 ? "" : "s"}, ${duration(detail.train_seconds)} of training`);
   } else if (detail.status === "stopped") {
     parts.push(` stopped after ${detail.epochs ?? 0} epochs; continue it with mnist train --resume runs/${detail.id}`);
   }
