@@ -164,6 +164,50 @@ fn the_page_answers_drawings_and_files_and_opens_confusion_cells() {
     browser.goto(&format!("{}/#/runs", server.url));
     browser.find("#runs-table tbody tr[data-run='small']");
     browser.screenshot(&shots, "serve-runs.png");
+
+    // A run that starts training while the page is open appears on its own
+    // and its page follows its progress file.
+    let live = runs.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let progress = |step: u32| {
+        serde_json::json!({
+            "state": "training", "epoch": 2, "epochs": 5, "step": step, "steps": 100, "loss": 0.25,
+            "history": [{"epoch": 1, "train_loss": 0.5, "test_accuracy": 0.9}],
+            "updated": "2026-11-30T12:00:00+00:00"
+        })
+        .to_string()
+    };
+    std::fs::write(live.join("progress.json"), progress(40)).unwrap();
+    browser.find("#runs-table tbody tr[data-run='live'] .status.training");
+    browser.goto(&format!("{}/#/runs/live", server.url));
+    let status_says = |text: &str| {
+        browser.wait_for(&format!("the status line to say {text:?}"), || {
+            let line = browser.script(
+                "return document.querySelector('#run-status').textContent",
+                serde_json::json!([]),
+            );
+            line.as_str().unwrap().contains(text).then_some(())
+        })
+    };
+    status_says("epoch 2 of 5, step 40 of 100");
+    std::fs::write(live.join("progress.json"), progress(60)).unwrap();
+    status_says("step 60 of 100");
+
+    // Two runs' curves overlaid.
+    browser.goto(&format!("{}/#/runs", server.url));
+    for id in ["small", "live"] {
+        browser.click(&browser.find(&format!(
+            "#runs-table tr[data-run='{id}'] input[type=checkbox]"
+        )));
+    }
+    browser.click(&browser.find("#compare:not([disabled])"));
+    browser.wait_for("a legend entry per run", || {
+        let legend = browser.script(
+            "return [...document.querySelectorAll('#compare-legend li')].map(li => li.textContent)",
+            serde_json::json!([]),
+        );
+        (legend == serde_json::json!(["small", "live"])).then_some(())
+    });
     browser.window(390, 844);
     browser.goto(&format!("{}/#/draw", server.url));
     let pad = browser.find("#pad");
