@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::json;
 
@@ -23,6 +24,11 @@ use super::runs::RunIdProblem;
 
 /// The largest request body accepted: a phone photo fits.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// A body over the limit is still read (and thrown away) up to this size,
+/// so the client, still sending, gets the 413 instead of a broken
+/// connection; a larger one is cut off.
+const DRAIN_LIMIT: usize = 16 * BODY_LIMIT;
 
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
@@ -51,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/runs/{id}/confusion/{truth}/{predicted}", get(pair))
         .route("/api/runs/{id}/images/{index}", get(test_image))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page or API route") })
+        // Only /api/predict takes a body, and reads it with its own limit.
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -94,21 +101,6 @@ impl From<RunIdProblem> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
-    }
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(rejection: BytesRejection) -> Self {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!(
-                "the request body is over the {} MB limit",
-                BODY_LIMIT / (1024 * 1024)
-            )
-        } else {
-            rejection.body_text()
-        };
-        Self::new(status, message)
     }
 }
 
@@ -182,13 +174,56 @@ struct Member {
     probabilities: Vec<f32>,
 }
 
+/// The request body, at most [`BODY_LIMIT`] bytes; 413 for more.
+async fn read_limited(headers: &HeaderMap, mut body: Body) -> ApiResult<Vec<u8>> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over the {} MB limit",
+                BODY_LIMIT / (1024 * 1024)
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    let mut total = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total <= BODY_LIMIT {
+            bytes.extend_from_slice(&data);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > BODY_LIMIT {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 async fn predict(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> ApiResult<Response> {
     let started = Instant::now();
-    let body = body?;
+    let body = read_limited(&headers, body).await?;
     let Some(loaded) = &state.model else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
