@@ -19,7 +19,7 @@ use mnist_model::torch_io::{load_weights, weights_bytes};
 use mnist_model::{BackendKind, DeviceSpec, Network};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HyperParams, Recipe};
+use crate::config::{HyperParams, Recipe, Validation};
 
 /// Everything but the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,6 +42,9 @@ pub struct TrainState {
     /// again; absent in runs from before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// The validation split held out of the training images, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
     /// The `--recipe` the run started from; absent in runs from before it
     /// was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +214,7 @@ mod tests {
             train_limit: None,
             test_limit: None,
             data_dir: None,
+            validation: None,
             recipe: Some(Recipe::Notebook),
             history: Vec::new(),
             train_seconds: 0.0,
@@ -234,6 +238,7 @@ mod tests {
         assert_eq!(state.hyper.augment.rotate, 12.0);
         assert_eq!(state.history.len(), 3);
         assert_eq!(state.recipe, None, "old runs record no recipe");
+        assert_eq!(state.validation, None, "nor a validation split");
         // Written back, it reads the same, without the unused `rng`.
         let again = serde_json::to_string(&state).unwrap();
         assert!(!again.contains("rng"), "{again}");

@@ -77,6 +77,41 @@ pub struct DataArgs {
     /// Use only the first N test images (quick runs and tests).
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Hold out N training images, never trained on, as a validation split
+    /// for every choice (best epoch, ensemble members, TTA); the test set is
+    /// then only reported. For eval: score that split instead of the test set.
+    #[arg(long, value_name = "N")]
+    pub val: Option<usize>,
+    /// Which images --val holds out; the same for every --seed, so an
+    /// ensemble's members all leave out the same ones.
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub val_seed: u64,
+}
+
+/// A validation split held out of the training images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Images held out.
+    pub images: usize,
+    /// The seed that chose them.
+    pub seed: u64,
+}
+
+impl Validation {
+    /// Split `train` into what trains and what validates, or say why not.
+    pub fn split(
+        self,
+        train: &mnist_data::Split,
+    ) -> Result<(mnist_data::Split, mnist_data::Split)> {
+        if self.images >= train.len() {
+            bail!(
+                "--val {} holds out every one of the {} training images; give fewer",
+                self.images,
+                train.len()
+            );
+        }
+        Ok(train.hold_out(self.images, self.seed))
+    }
 }
 
 impl DataArgs {
@@ -85,12 +120,21 @@ impl DataArgs {
         for (flag, limit) in [
             ("--train-limit", self.train_limit),
             ("--test-limit", self.test_limit),
+            ("--val", self.val),
         ] {
             if limit == Some(0) {
                 bail!("{flag} 0 leaves no images; give at least 1, or leave it out for all");
             }
         }
         Ok(())
+    }
+
+    /// The validation split the flags ask for.
+    pub fn validation(&self) -> Option<Validation> {
+        self.val.map(|images| Validation {
+            images,
+            seed: self.val_seed,
+        })
     }
 
     /// The directory to read, by flag, environment, then workspace default.

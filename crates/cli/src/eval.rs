@@ -13,7 +13,7 @@ use mnist_model::summary::TorchSummary;
 use crate::config::{DataArgs, RuntimeArgs, load_models};
 use crate::evaluate::ensemble_confusion;
 use crate::output::outln;
-use crate::report::{Metrics, RunInfo, print_report, write_files};
+use crate::report::{Metrics, RunInfo, ScoredOn, print_report, write_files};
 use crate::run_dir;
 
 /// `mnist eval` arguments.
@@ -50,8 +50,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(out) = &args.out {
         run_dir::check_creatable(out)?;
     }
-    // Only the test split: evaluation never reads the training files.
-    let mut test = mnist_data::load_test(dataset, &args.data.dir(dataset))?;
+    // The test split alone, unless --val asks for the held-out part of the
+    // training images (as `mnist train --val` held it out).
+    let (mut test, scored_on) = match args.data.validation() {
+        None => (
+            mnist_data::load_test(dataset, &args.data.dir(dataset))?,
+            ScoredOn::Test,
+        ),
+        Some(validation) => {
+            let train = mnist_data::load(dataset, &args.data.dir(dataset))?.train;
+            (validation.split(&train)?.1, ScoredOn::Validation)
+        }
+    };
     let out = run_dir::create(args.out.as_deref())?;
     if let Some(n) = args.data.test_limit {
         test = test.head(n);
@@ -96,6 +106,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             parameters: models.iter().map(mnist_model::parameter_count).sum(),
             recipe: None,
             finished: crate::report::now_rfc3339(),
+            scored_on,
+            validation: None,
             hyper_parameters: None,
             weights: args.weights.clone(),
             member_accuracies: member_accuracies.clone(),

@@ -41,6 +41,11 @@ pub struct RunInfo {
     pub recipe: Option<Recipe>,
     /// When the run finished (local time, RFC 3339).
     pub finished: String,
+    /// The split the scores are of.
+    pub scored_on: ScoredOn,
+    /// The validation split a training run held out (`--val`) and what it
+    /// chose; null when the run kept none.
+    pub validation: Option<ValidationReport>,
     /// Hyper-parameters (absent for a bare evaluation).
     pub hyper_parameters: Option<HyperParams>,
     /// Weights evaluated (for `mnist eval`; several for an ensemble).
@@ -53,6 +58,45 @@ pub struct RunInfo {
     pub history: Vec<EpochPoint>,
     /// Class names, index = label.
     pub class_names: Vec<String>,
+}
+
+/// The split a report scores. `test_accuracy`, `correct`, `test_images` and
+/// the confusion matrix are of this split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScoredOn {
+    /// The test set (every training run, and `mnist eval`).
+    Test,
+    /// A validation split held out of the training images (`mnist eval --val`).
+    Validation,
+}
+
+impl ScoredOn {
+    fn images(self) -> &'static str {
+        match self {
+            ScoredOn::Test => "test images",
+            ScoredOn::Validation => "validation images (held out of the training set)",
+        }
+    }
+}
+
+/// What a training run's validation split chose.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationReport {
+    /// Training images held out.
+    pub images: usize,
+    /// The `--val-seed` that chose them.
+    pub seed: u64,
+    /// Validation accuracy after the last epoch.
+    pub final_accuracy: f64,
+    /// The epoch with the best validation accuracy (the first, on ties).
+    pub best_epoch: usize,
+    /// Its validation accuracy.
+    pub best_accuracy: f64,
+    /// Its test accuracy (reported, never used to choose).
+    pub test_accuracy_at_best: f64,
+    /// Its weights, in the run directory.
+    pub best_weights: String,
 }
 
 /// Everything `metrics.json` holds.
@@ -103,8 +147,9 @@ pub fn print_report(summary: &str, metrics: &Metrics, matrix: &ConfusionMatrix, 
     outln!("\nModel architecture:\n{summary}");
     outln!("Total parameters: {}", metrics.run.parameters);
     outln!(
-        "\nAccuracy of the network on the {} test images: {:.2}% ({}/{})",
+        "\nAccuracy of the network on the {} {}: {:.2}% ({}/{})",
         metrics.test_images,
+        metrics.run.scored_on.images(),
         100.0 * metrics.test_accuracy,
         metrics.correct,
         metrics.test_images

@@ -9,18 +9,20 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use mnist_data::{Batches, DataSplits, Normalizer, epoch_order};
+use mnist_data::{Batches, DataSplits, Normalizer, Split, epoch_order};
 use mnist_metrics::{ConfusionMatrix, EpochPoint};
 use mnist_model::Network;
 use mnist_model::summary::TorchSummary;
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::{DataArgs, Runtime, RuntimeArgs, TrainFlags};
+use crate::config::{DataArgs, Runtime, RuntimeArgs, TrainFlags, Validation};
 use crate::evaluate::confusion;
 use crate::interrupt;
 use crate::output::outln;
 use crate::progress::{Progress, ProgressFile, RunState};
-use crate::report::{Metrics, RunInfo, now_rfc3339, print_report, write_files};
+use crate::report::{
+    Metrics, RunInfo, ScoredOn, ValidationReport, now_rfc3339, print_report, write_files,
+};
 use crate::run_dir;
 use crate::step::{self, TrainingStep};
 
@@ -111,6 +113,16 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
     let loaded = Instant::now();
     let mut data = mnist_data::load(dataset, &data_dir)?;
     state.data_dir = Some(std::path::absolute(&data_dir).unwrap_or(data_dir.clone()));
+    // Held out of all the training images first, so --train-limit never
+    // changes which images validate.
+    let val = match state.validation {
+        Some(validation) => {
+            let (rest, held) = validation.split(&data.train)?;
+            data.train = rest;
+            Some(held)
+        }
+        None => None,
+    };
     if let Some(n) = state.train_limit {
         data.train = data.train.head(n);
     }
@@ -125,8 +137,14 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
             data.train.len()
         );
     }
+    let held_out = match (&val, state.validation) {
+        (Some(val), Some(v)) => {
+            format!(", {} held out for validation (seed {})", val.len(), v.seed)
+        }
+        _ => String::new(),
+    };
     outln!(
-        "Loaded {} ({} training, {} test images) from {} in {:.2} s",
+        "Loaded {} ({} training{held_out}, {} test images) from {} in {:.2} s",
         dataset,
         data.train.len(),
         data.test.len(),
@@ -167,6 +185,7 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
 
     let trainer = Trainer {
         data: &data,
+        val: val.as_ref(),
         runtime: &runtime,
         normalizer: Normalizer::new(dataset.mean(), dataset.std()),
         eval_batch_size: args.eval_batch_size,
@@ -212,6 +231,7 @@ fn fresh_start(args: &TrainArgs) -> Result<Start> {
             train_limit: args.data.train_limit,
             test_limit: args.data.test_limit,
             data_dir: None,
+            validation: args.data.validation(),
             recipe: Some(args.train.recipe),
             history: Vec::new(),
             train_seconds: 0.0,
@@ -272,6 +292,8 @@ fn resume_point(dir: &Path, args: &TrainArgs) -> Result<Start> {
 
 struct Trainer<'a> {
     data: &'a DataSplits,
+    /// The validation split, when the run holds one out.
+    val: Option<&'a Split>,
     runtime: &'a Runtime,
     normalizer: Normalizer,
     eval_batch_size: usize,
@@ -396,17 +418,35 @@ impl Trainer<'_> {
                 &self.normalizer,
                 &self.runtime.device,
             );
+            let val_accuracy = self.val.map(|val| {
+                confusion(
+                    &kept,
+                    val,
+                    self.eval_batch_size,
+                    &self.normalizer,
+                    &self.runtime.device,
+                )
+                .accuracy()
+            });
             let eval_seconds = eval_started.elapsed().as_secs_f64();
             let point = EpochPoint {
                 epoch: epoch + 1,
                 train_loss: loss_sum / steps as f64,
                 test_accuracy: matrix.accuracy(),
+                val_accuracy,
             };
+            if let Some(accuracy) = val_accuracy {
+                self.keep_if_best(&kept, accuracy, &state.history)?;
+            }
             outln!(
-                "Epoch {}/{} done: mean train loss {:.4}, test accuracy {:.2}%{}, {:.0} images/s ({:.1} s, lr {:.6}, eval {:.1} s)",
+                "Epoch {}/{} done: mean train loss {:.4}, {}test accuracy {:.2}%{}, {:.0} images/s ({:.1} s, lr {:.6}, eval {:.1} s)",
                 epoch + 1,
                 hyper.epochs,
                 point.train_loss,
+                val_accuracy.map_or(String::new(), |a| format!(
+                    "validation accuracy {:.2}%, ",
+                    100.0 * a
+                )),
                 100.0 * point.test_accuracy,
                 if step.ema.is_some() {
                     " (weight average)"
@@ -463,6 +503,19 @@ impl Trainer<'_> {
         last.context("no epoch was left to train")
     }
 
+    /// Save `kept` as the best weights on the validation split when
+    /// `accuracy` beats every earlier epoch's (the first best is kept on ties).
+    fn keep_if_best(&self, kept: &Network, accuracy: f64, earlier: &[EpochPoint]) -> Result<()> {
+        let best_before = earlier
+            .iter()
+            .filter_map(|p| p.val_accuracy)
+            .fold(f64::NEG_INFINITY, f64::max);
+        if accuracy > best_before {
+            kept.save_trained_on(&self.run_dir.join(BEST_VAL_WEIGHTS), self.data.dataset)?;
+        }
+        Ok(())
+    }
+
     /// The message for a loss that is NaN or infinite.
     fn diverged(
         &self,
@@ -509,6 +562,8 @@ impl Trainer<'_> {
                 parameters: mnist_model::parameter_count(inference),
                 recipe: state.recipe,
                 finished: now_rfc3339(),
+                scored_on: ScoredOn::Test,
+                validation: validation_report(state.validation, &state.history),
                 hyper_parameters: Some(state.hyper.clone()),
                 weights: Vec::new(),
                 member_accuracies: Vec::new(),
@@ -526,6 +581,19 @@ impl Trainer<'_> {
             matrix.total() as f64 / eval_seconds.max(1e-9)
         );
         print_report(&inference.torch_summary(), &metrics, &matrix, &names);
+        if let Some(v) = &metrics.run.validation {
+            outln!(
+                "Validation ({} training images held out, seed {}): {:.2}% after the last epoch; \
+                 best {:.2}% after epoch {} (test {:.2}% there), weights in {}",
+                v.images,
+                v.seed,
+                100.0 * v.final_accuracy,
+                100.0 * v.best_accuracy,
+                v.best_epoch,
+                100.0 * v.test_accuracy_at_best,
+                self.run_dir.join(&v.best_weights).display()
+            );
+        }
         let weights = self.run_dir.join("model.safetensors");
         inference.save_trained_on(&weights, self.data.dataset)?;
         let mut written = vec![weights];
@@ -551,6 +619,38 @@ impl Trainer<'_> {
         });
         Ok(())
     }
+}
+
+/// The weights of the epoch with the best validation accuracy.
+const BEST_VAL_WEIGHTS: &str = "best-val.safetensors";
+
+/// What the validation split chose, for `metrics.json` and the report.
+fn validation_report(
+    validation: Option<Validation>,
+    history: &[EpochPoint],
+) -> Option<ValidationReport> {
+    let validation = validation?;
+    let scored: Vec<(&EpochPoint, f64)> = history
+        .iter()
+        .filter_map(|p| p.val_accuracy.map(|a| (p, a)))
+        .collect();
+    let &(_, final_accuracy) = scored.last()?;
+    let (best, best_accuracy) = scored.iter().copied().fold(
+        None,
+        |best: Option<(&EpochPoint, f64)>, (p, a)| match best {
+            Some((_, b)) if b >= a => best,
+            _ => Some((p, a)),
+        },
+    )?;
+    Some(ValidationReport {
+        images: validation.images,
+        seed: validation.seed,
+        final_accuracy,
+        best_epoch: best.epoch,
+        best_accuracy,
+        test_accuracy_at_best: best.test_accuracy,
+        best_weights: BEST_VAL_WEIGHTS.into(),
+    })
 }
 
 /// `--time-limit` in minutes as a duration; refuses what no clock can mean,

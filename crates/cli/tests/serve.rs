@@ -271,6 +271,11 @@ fn a_training_run_reports_its_progress_while_it_trains() {
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["recipe"], "notebook");
+    assert!(
+        metrics["validation"].is_null(),
+        "no --val, and metrics.json says so"
+    );
+    assert_eq!(metrics["scored_on"], "test");
     assert!(metrics["finished"].as_str().unwrap().starts_with("20"));
 }
 

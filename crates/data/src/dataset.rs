@@ -244,6 +244,41 @@ impl Split {
         &self.pixels[i * size..(i + 1) * size]
     }
 
+    /// Hold out `n` images chosen by `seed` (say, for validation): returns
+    /// `(rest, held_out)`, each in the split's own order, disjoint, together
+    /// the whole split. The choice depends only on `seed` and the split's
+    /// size, so every run with the same `n` and `seed` holds out the same
+    /// images, whatever it trains with. `n` larger than the split holds out
+    /// every image.
+    pub fn hold_out(&self, n: usize, seed: u64) -> (Split, Split) {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        /// Keeps this stream apart from the epoch shuffles of the same seed.
+        const STREAM: u64 = 0x5641_4C49_4441_5445;
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ STREAM));
+        let mut held = vec![false; self.len()];
+        for &i in &order[..n.min(self.len())] {
+            held[i] = true;
+        }
+        (self.pick(|i| !held[i]), self.pick(|i| held[i]))
+    }
+
+    /// The images `keep` says yes to, in order.
+    fn pick(&self, keep: impl Fn(usize) -> bool) -> Split {
+        let chosen: Vec<usize> = (0..self.len()).filter(|&i| keep(i)).collect();
+        Split {
+            pixels: chosen
+                .iter()
+                .flat_map(|&i| self.image(i))
+                .copied()
+                .collect(),
+            labels: chosen.iter().map(|&i| self.labels[i]).collect(),
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+
     /// The first `n` images (all of them if `n` is larger), e.g. for quick runs.
     pub fn head(&self, n: usize) -> Split {
         let n = n.min(self.len());
@@ -442,5 +477,51 @@ mod tests {
         let head = split.head(2);
         assert_eq!((head.len(), head.pixels.len()), (2, 8));
         assert_eq!(split.head(99).len(), 5);
+    }
+
+    fn numbered(len: usize) -> Split {
+        Split {
+            pixels: (0..len * 4).map(|i| (i / 4) as u8).collect(),
+            labels: (0..len).map(|i| (i % 10) as u8).collect(),
+            rows: 2,
+            cols: 2,
+        }
+    }
+
+    #[test]
+    fn holding_out_splits_into_two_disjoint_parts_that_make_the_whole() {
+        let split = numbered(200);
+        let (rest, held) = split.hold_out(30, 7);
+        assert_eq!((rest.len(), held.len()), (170, 30));
+        let ids = |s: &Split| (0..s.len()).map(|i| s.image(i)[0]).collect::<Vec<u8>>();
+        let (rest_ids, held_ids) = (ids(&rest), ids(&held));
+        assert!(rest_ids.windows(2).all(|w| w[0] < w[1]), "kept in order");
+        assert!(held_ids.windows(2).all(|w| w[0] < w[1]), "kept in order");
+        let mut all = [rest_ids, held_ids.clone()].concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..200).map(|i| i as u8).collect::<Vec<_>>());
+        for i in 0..held.len() {
+            assert_eq!(
+                held.labels[i],
+                held.image(i)[0] % 10,
+                "labels travel with their images"
+            );
+        }
+        assert_eq!(
+            split.hold_out(30, 7).1.pixels,
+            held.pixels,
+            "the same seed, the same images"
+        );
+        assert_ne!(
+            split.hold_out(30, 8).1.pixels,
+            held.pixels,
+            "another seed, others"
+        );
+        assert_ne!(
+            held_ids,
+            (0..30).collect::<Vec<u8>>(),
+            "not simply the first ones"
+        );
+        assert_eq!(split.hold_out(500, 7).1.len(), 200);
     }
 }

@@ -38,6 +38,10 @@ pub struct EpochPoint {
     pub train_loss: f64,
     /// Test accuracy after the epoch, in [0, 1].
     pub test_accuracy: f64,
+    /// Accuracy on the validation split held out of the training images,
+    /// when the run keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
 }
 
 const FONT: &str = "sans-serif";
@@ -417,6 +421,7 @@ mod tests {
                 epoch: e,
                 train_loss: 1.0 / e as f64,
                 test_accuracy: 0.9 + 0.01 * e as f64,
+                val_accuracy: None,
             })
             .collect();
         let img = decode(&curves_png(&points, "run").unwrap());
@@ -434,6 +439,7 @@ mod tests {
             epoch: 1,
             train_loss: 0.3,
             test_accuracy: 0.95,
+            val_accuracy: None,
         }];
         assert!(curves_png(&points, "one").is_ok());
     }

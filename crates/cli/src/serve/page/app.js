@@ -354,9 +354,11 @@ function drawChart(canvas, series, { asPercent = false } = {}) {
     g.strokeStyle = s.color;
     g.fillStyle = s.color;
     g.lineWidth = 2;
+    g.setLineDash(s.dashed ? [6, 4] : []);
     g.beginPath();
     s.points.forEach(([x, y], i) => (i ? g.lineTo(X(x), Y(y)) : g.moveTo(X(x), Y(y))));
     g.stroke();
+    g.setLineDash([]);
     for (const [x, y] of s.points) { g.beginPath(); g.arc(X(x), Y(y), 2.5, 0, 2 * Math.PI); g.fill(); }
   }
 }
@@ -372,7 +374,11 @@ function curves(details, lossCanvas, accuracyCanvas) {
     points: history(d).map((h) => [h.epoch, h[field]]),
   }));
   drawChart(lossCanvas, series("train_loss"));
-  drawChart(accuracyCanvas, series("test_accuracy"), { asPercent: true });
+  // Runs that held out a validation split also show it, dashed.
+  const validation = series("val_accuracy")
+    .map((s) => ({ ...s, name: `${s.name} validation`, dashed: true, points: s.points.filter(([, y]) => y != null) }))
+    .filter((s) => s.points.length);
+  drawChart(accuracyCanvas, [...series("test_accuracy"), ...validation], { asPercent: true });
 }
 
 // ---------------------------------------------------------------- runs
