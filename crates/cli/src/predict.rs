@@ -13,7 +13,7 @@ use serde::Serialize;
 use mnist_data::Dataset;
 
 use crate::config::{RuntimeArgs, load_models};
-use crate::evaluate::mean_probabilities;
+use crate::evaluate::{mean_probabilities, tta_probabilities};
 use crate::output::outln;
 
 /// `mnist predict` arguments.
@@ -35,6 +35,10 @@ pub struct PredictArgs {
     /// Also draw each prepared 28×28 image as text, to check the preprocessing.
     #[arg(long)]
     show: bool,
+    /// Test-time augmentation: average over the picture shifted one pixel
+    /// each way and turned ±6° (7 views).
+    #[arg(long)]
+    tta: bool,
     /// Pictures of single digits (PNG or JPEG).
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
@@ -88,9 +92,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
         TensorData::new(pixels, [digits.len(), 1, SIDE, SIDE]),
         &runtime.device,
     );
-    let probabilities: Vec<f32> = mean_probabilities(&models, images)
-        .into_data()
-        .try_into_vec_as::<f32>()?;
+    let probabilities = if args.tta {
+        tta_probabilities(&models, &digits, &normalizer, &runtime.device)
+    } else {
+        mean_probabilities(&models, images)
+    };
+    let probabilities: Vec<f32> = probabilities.into_data().try_into_vec_as::<f32>()?;
     let names = dataset.class_names();
     let predictions: Vec<Prediction> = readable
         .iter()

@@ -43,6 +43,8 @@ pub struct RunInfo {
     pub finished: String,
     /// The split the scores are of.
     pub scored_on: ScoredOn,
+    /// Whether the scores average test-time views (`--tta`).
+    pub tta: bool,
     /// The validation split a training run held out (`--val`) and what it
     /// chose; null when the run kept none.
     pub validation: Option<ValidationReport>,
@@ -147,9 +149,14 @@ pub fn print_report(summary: &str, metrics: &Metrics, matrix: &ConfusionMatrix, 
     outln!("\nModel architecture:\n{summary}");
     outln!("Total parameters: {}", metrics.run.parameters);
     outln!(
-        "\nAccuracy of the network on the {} {}: {:.2}% ({}/{})",
+        "\nAccuracy of the network on the {} {}{}: {:.2}% ({}/{})",
         metrics.test_images,
         metrics.run.scored_on.images(),
+        if metrics.run.tta {
+            ", with test-time augmentation"
+        } else {
+            ""
+        },
         100.0 * metrics.test_accuracy,
         metrics.correct,
         metrics.test_images

@@ -563,6 +563,7 @@ impl Trainer<'_> {
                 recipe: state.recipe,
                 finished: now_rfc3339(),
                 scored_on: ScoredOn::Test,
+                tta: false,
                 validation: validation_report(state.validation, &state.history),
                 hyper_parameters: Some(state.hyper.clone()),
                 weights: Vec::new(),

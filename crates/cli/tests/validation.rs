@@ -98,6 +98,52 @@ fn a_held_out_split_is_scored_each_epoch_and_chooses_the_best_epoch() {
     assert_eq!(scored["scored_on"], "validation");
     assert_eq!(scored["test_images"], 400);
     assert_eq!(scored["test_accuracy"].as_f64(), Some(best));
+    assert_eq!(scored["tta"], false);
+
+    // The same split with test-time augmentation, as eval and predict do it.
+    let eval = ok(mnist()
+        .args([
+            "eval",
+            "--json",
+            "--tta",
+            "--val",
+            "400",
+            "--val-seed",
+            "3",
+            "--weights",
+        ])
+        .arg(out.join("best-val.safetensors"))
+        .arg("--out")
+        .arg(temp.path().join("eval-tta")));
+    let with_tta: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(
+        (&with_tta["tta"], &with_tta["test_images"]),
+        (&Value::Bool(true), &Value::from(400))
+    );
+    let picture = temp.path().join("digit.png");
+    let test = mnist_data::load_test(mnist_data::Dataset::Mnist, &common::data_dir()).unwrap();
+    image::GrayImage::from_raw(28, 28, test.image(0).to_vec())
+        .unwrap()
+        .save(&picture)
+        .unwrap();
+    let answers: Vec<Value> = [&["--tta"][..], &[]]
+        .iter()
+        .map(|extra| {
+            let printed = ok(mnist()
+                .args(["predict", "--json", "--weights"])
+                .arg(out.join("model.safetensors"))
+                .args(*extra)
+                .arg(&picture));
+            serde_json::from_slice(&printed.stdout).unwrap()
+        })
+        .collect();
+    let top = |answer: &Value| answer[0]["top"][0]["probability"].as_f64().unwrap();
+    assert!(top(&answers[0]) > 0.0 && top(&answers[0]) <= 1.0);
+    assert_ne!(
+        top(&answers[0]),
+        top(&answers[1]),
+        "--tta averages other views"
+    );
 }
 
 #[test]

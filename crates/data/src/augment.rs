@@ -194,6 +194,25 @@ pub(crate) fn rotate(image: &[u8], rows: usize, cols: usize, angle: f32, out: &m
     .resample(image, rows, cols, out);
 }
 
+/// Rotate `image` by `angle` radians about its centre, then shift it by
+/// `shift` pixels (x, y), into `out` (bilinear, black outside).
+pub(crate) fn rotate_and_shift(
+    image: &[u8],
+    rows: usize,
+    cols: usize,
+    angle: f32,
+    shift: [f32; 2],
+    out: &mut [f32],
+) {
+    Affine {
+        angle,
+        scale_x: 1.0,
+        scale_y: 1.0,
+        shift,
+    }
+    .resample(image, rows, cols, out);
+}
+
 /// Rotate by `angle`, scale, then shift, about the image centre.
 struct Affine {
     angle: f32,

@@ -8,6 +8,7 @@
 //!   normalisation constants — and loading them from a directory;
 //! - [`augment`]: seeded random affine transforms and erasing for training;
 //! - [`hvc_paper`]: the HVC paper's own training augmentation;
+//! - [`tta`]: the fixed views of test-time augmentation;
 //! - [`batch`]: per-epoch seeded shuffling, normalisation and mini-batches
 //!   (as Burn tensors with the `burn` feature);
 //! - [`digit`]: a user's own digit picture prepared as MNIST prepared its
@@ -30,6 +31,7 @@ mod error;
 pub mod fetch;
 pub mod hvc_paper;
 pub mod idx;
+pub mod tta;
 
 pub use augment::{Augment, Augmentation, OutOfRange};
 #[cfg(feature = "burn")]
