@@ -83,8 +83,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Task::Mnist(args) => run_mnist(args),
         Task::Loadtest { args } => {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
+            let status = cargo()
                 .current_dir(workspace_root())
                 .args([
                     "bench",
@@ -234,12 +233,43 @@ fn build_cli(backend: Option<&str>) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// A `cargo` command that sees the environment a user's own `cargo` would.
+///
+/// `cargo xtask` runs this program through `cargo run`, which sets the
+/// package's `CARGO_PKG_*`, `CARGO_MANIFEST_*` and similar variables for
+/// it. Build scripts that watch them (ring's watches `CARGO_MANIFEST_DIR`
+/// and `CARGO_PKG_NAME`) then look changed between this cargo and the
+/// user's next one, and cargo rebuilds them and everything above them:
+/// ring, rustls, ureq and every workspace crate, once for `cargo xtask
+/// train` and again for `cargo test` (docs/performance.md).
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        if set_by_cargo_run(&name.to_string_lossy()) {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}
+
+/// Whether `cargo run` sets the variable `name` for the program it runs
+/// (and a cargo started directly would not have it).
+fn set_by_cargo_run(name: &str) -> bool {
+    const PREFIXES: [&str; 4] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+        || matches!(name, "CARGO_PRIMARY_PACKAGE" | "OUT_DIR")
+}
+
 /// `cargo build` for the `mnist` binary with `backend`'s feature, and the
 /// backends it will hold. Release, as the tests are built, and not
 /// `--quiet`, so cargo shows its progress.
 fn build_command(backend: Option<&str>) -> Result<(Command, &'static str)> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = cargo();
     cmd.current_dir(workspace_root())
         .args(["build", "--release", "--package", "mnist-cli"]);
     let features = match backend {
@@ -299,6 +329,28 @@ mod tests {
             panic!("not the loadtest task");
         };
         assert_eq!(args, os(&["--clients", "8", "--help"]));
+    }
+
+    #[test]
+    fn cargo_started_by_xtask_does_not_inherit_what_cargo_run_set() {
+        // This test binary, like xtask, runs under cargo, which set these.
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+        let cmd = cargo();
+        let removed: Vec<String> = cmd
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        for name in ["CARGO_PKG_NAME", "CARGO_MANIFEST_DIR"] {
+            assert!(
+                removed.iter().any(|r| r == name),
+                "{name} not removed: {removed:?}"
+            );
+        }
+        for kept in ["CARGO_TARGET_DIR", "CARGO_HOME", "CARGO", "PATH"] {
+            assert!(!set_by_cargo_run(kept), "{kept}");
+        }
+        assert!(set_by_cargo_run("CARGO_PKG_VERSION_MAJOR") && set_by_cargo_run("OUT_DIR"));
     }
 
     #[test]
