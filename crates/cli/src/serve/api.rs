@@ -17,10 +17,10 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::json;
 
-use super::AppState;
-use super::outcomes::{OutcomeProblem, image_png};
+use super::outcomes::{OutcomeProblem, RunOutcomes, image_png};
 use super::request::digit_from_body;
 use super::runs::RunIdProblem;
+use super::{AppState, argmax};
 
 /// The largest request body accepted: a phone photo fits.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -268,15 +268,7 @@ async fn predict(
     Ok(response)
 }
 
-/// The first index of the largest value.
-fn argmax(values: &[f32]) -> usize {
-    (0..values.len())
-        .max_by(|&a, &b| values[a].total_cmp(&values[b]).then(b.cmp(&a)))
-        .unwrap_or(0)
-}
-
 async fn runs(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
-    let state = state.clone();
     let runs = blocking(move || state.runs.list()).await?;
     Ok(Json(json!({ "runs": runs })).into_response())
 }
@@ -286,9 +278,14 @@ async fn run(
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let Path(id) = id?;
-    let state = state.clone();
-    let (_, detail) = blocking(move || state.runs.detail(&id)).await??;
+    let detail = blocking(move || state.runs.detail(&id)).await??;
     Ok(Json(detail).into_response())
+}
+
+/// Run `id`'s answer for each of its test images (blocking).
+fn run_outcomes(state: &AppState, id: &str) -> ApiResult<Arc<RunOutcomes>> {
+    let dir = state.runs.resolve(id)?;
+    Ok(state.outcomes.for_run(&dir)?)
 }
 
 /// One thumbnail of a confusion-matrix cell.
@@ -303,13 +300,8 @@ async fn pair(
     path: Result<Path<(String, usize, usize)>, PathRejection>,
 ) -> ApiResult<Response> {
     let Path((id, truth, predicted)) = path?;
-    let state = state.clone();
     let cases = blocking(move || -> ApiResult<Vec<Case>> {
-        let (dir, detail) = state.runs.detail(&id)?;
-        let metrics = detail
-            .metrics
-            .ok_or_else(|| ApiError::from(OutcomeProblem::NoWeights))?;
-        let outcomes = state.outcomes.for_run(&dir, &metrics)?;
+        let outcomes = run_outcomes(&state, &id)?;
         if truth >= outcomes.classes || predicted >= outcomes.classes {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -342,13 +334,8 @@ async fn test_image(
         .unwrap_or(&file)
         .parse()
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "images are named INDEX.png"))?;
-    let state = state.clone();
     let png = blocking(move || -> ApiResult<Vec<u8>> {
-        let (dir, detail) = state.runs.detail(&id)?;
-        let metrics = detail
-            .metrics
-            .ok_or_else(|| ApiError::from(OutcomeProblem::NoWeights))?;
-        let outcomes = state.outcomes.for_run(&dir, &metrics)?;
+        let outcomes = run_outcomes(&state, &id)?;
         if index >= outcomes.split.len() {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -114,6 +114,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     serve(state, args.addr)
 }
 
+/// The index of the largest value (the first, on ties): a class from its
+/// probabilities.
+fn argmax(values: &[f32]) -> usize {
+    (0..values.len())
+        .max_by(|&a, &b| values[a].total_cmp(&values[b]).then(b.cmp(&a)))
+        .unwrap_or(0)
+}
+
 /// Listen on `addr` until Ctrl-C, then finish the requests in flight.
 fn serve(state: Arc<AppState>, addr: SocketAddr) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -79,13 +79,19 @@ impl OutcomeCache {
         }
     }
 
-    /// The outcomes of the run in `dir` (whose `metrics.json` is `metrics`);
-    /// blocking: the first call per run evaluates its test split.
-    pub fn for_run(&self, dir: &Path, metrics: &Value) -> Result<Arc<RunOutcomes>, OutcomeProblem> {
+    /// The outcomes of the run in `dir`; blocking: the first call per run
+    /// reads its `metrics.json` and evaluates its test split, later ones
+    /// (every thumbnail of a cell) only look it up.
+    pub fn for_run(&self, dir: &Path) -> Result<Arc<RunOutcomes>, OutcomeProblem> {
         if let Some(known) = self.lock().get(dir) {
             return Ok(known.clone());
         }
-        let outcomes = Arc::new(self.evaluate(dir, metrics)?);
+        // Missing or still being written: the run has no report yet.
+        let metrics: Value = std::fs::read(dir.join("metrics.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(OutcomeProblem::NoWeights)?;
+        let outcomes = Arc::new(self.evaluate(dir, &metrics)?);
         self.lock().insert(dir.to_path_buf(), outcomes.clone());
         Ok(outcomes)
     }
@@ -129,11 +135,7 @@ impl OutcomeCache {
         let classes = dataset.class_names().len();
         let predicted = probabilities
             .chunks_exact(classes)
-            .map(|p| {
-                (0..classes)
-                    .max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a)))
-                    .unwrap_or(0)
-            })
+            .map(super::argmax)
             .collect();
         Ok(RunOutcomes {
             split,

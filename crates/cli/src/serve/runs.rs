@@ -146,10 +146,8 @@ impl RunsDir {
     }
 
     /// One run, in full.
-    pub fn detail(&self, id: &str) -> Result<(PathBuf, RunDetail), RunIdProblem> {
-        let dir = self.resolve(id)?;
-        let detail = read_run(id, &dir);
-        Ok((dir, detail))
+    pub fn detail(&self, id: &str) -> Result<RunDetail, RunIdProblem> {
+        Ok(read_run(id, &self.resolve(id)?))
     }
 
     /// The weights of the newest finished training run, if any.
@@ -374,7 +372,7 @@ mod tests {
         assert_eq!(by_id("live").epochs_planned, Some(5));
         assert_eq!(by_id("broken").status, Status::Stopped);
         assert_eq!(by_id("empty").status, Status::Stopped);
-        let (_, broken) = runs.detail("broken").unwrap();
+        let broken = runs.detail("broken").unwrap();
         assert!(
             broken.problems[0].contains("metrics.json"),
             "{:?}",
