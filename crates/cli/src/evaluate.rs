@@ -34,6 +34,16 @@ pub struct EnsembleOutcome {
     pub members: Vec<ConfusionMatrix>,
 }
 
+impl EnsembleOutcome {
+    /// Empty matrices for an ensemble of `members`.
+    fn new(members: usize) -> Self {
+        Self {
+            ensemble: ConfusionMatrix::new(NUM_CLASSES),
+            members: vec![ConfusionMatrix::new(NUM_CLASSES); members],
+        }
+    }
+}
+
 /// Classify every image by the mean of the models' probabilities, and by
 /// each model alone, in one pass: every model sees every batch once.
 pub fn ensemble_confusion(
@@ -43,10 +53,7 @@ pub fn ensemble_confusion(
     normalizer: &Normalizer,
     device: &Device,
 ) -> EnsembleOutcome {
-    let mut outcome = EnsembleOutcome {
-        ensemble: ConfusionMatrix::new(NUM_CLASSES),
-        members: vec![ConfusionMatrix::new(NUM_CLASSES); models.len()],
-    };
+    let mut outcome = EnsembleOutcome::new(models.len());
     for batch in Batches::sequential(split, batch_size, normalizer.clone()) {
         let truth = truth(&batch.labels);
         let batch = batch.to_device(device);
@@ -86,10 +93,7 @@ pub fn ensemble_confusion_tta(
         .iter()
         .map(|view| Batches::sequential(view, batch_size, normalizer.clone()))
         .collect();
-    let mut outcome = EnsembleOutcome {
-        ensemble: ConfusionMatrix::new(NUM_CLASSES),
-        members: vec![ConfusionMatrix::new(NUM_CLASSES); models.len()],
-    };
+    let mut outcome = EnsembleOutcome::new(models.len());
     // The views' batches hold the same images in the same order.
     while let Some(step) = batches
         .iter_mut()

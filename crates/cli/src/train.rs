@@ -636,13 +636,14 @@ fn validation_report(
         .filter_map(|p| p.val_accuracy.map(|a| (p, a)))
         .collect();
     let &(_, final_accuracy) = scored.last()?;
-    let (best, best_accuracy) = scored.iter().copied().fold(
-        None,
-        |best: Option<(&EpochPoint, f64)>, (p, a)| match best {
-            Some((_, b)) if b >= a => best,
-            _ => Some((p, a)),
-        },
-    )?;
+    // The first epoch of the best accuracy.
+    let mut best = scored[0];
+    for &(point, accuracy) in &scored {
+        if accuracy > best.1 {
+            best = (point, accuracy);
+        }
+    }
+    let (best, best_accuracy) = best;
     Some(ValidationReport {
         images: validation.images,
         seed: validation.seed,

@@ -45,3 +45,13 @@ pub fn fails(cmd: &mut Command) -> String {
     assert!(!out.status.success(), "{cmd:?} should have failed");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Send Ctrl-C (SIGINT) to the process `pid`.
+#[cfg(unix)]
+pub fn interrupt(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -INT {pid} failed");
+}

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use super::{mnist, ok};
@@ -65,11 +65,7 @@ impl Server {
     #[cfg(unix)]
     pub fn interrupt(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        super::interrupt(child.id());
         let out = child.wait_with_output().unwrap();
         (out.status, self.rest.take().unwrap().join().unwrap())
     }

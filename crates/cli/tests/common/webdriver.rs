@@ -34,6 +34,11 @@ pub fn chromium() -> Result<Browser, String> {
         .spawn()
         .map_err(|e| format!("cannot start {driver}: {e} (apt-get install chromium-driver)"))?;
     let mut browser = Browser {
+        agent: ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into(),
         driver: child,
         url: format!("http://127.0.0.1:{port}"),
         session: String::new(),
@@ -68,6 +73,7 @@ pub fn chromium() -> Result<Browser, String> {
 
 /// A browser session.
 pub struct Browser {
+    agent: ureq::Agent,
     driver: Child,
     url: String,
     session: String,
@@ -79,16 +85,12 @@ pub struct Element(String);
 
 impl Browser {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
         let url = format!("{}{path}", self.url);
         let response = match method {
-            "GET" => agent.get(&url).call(),
-            "DELETE" => agent.delete(&url).call(),
-            _ => agent
+            "GET" => self.agent.get(&url).call(),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self
+                .agent
                 .post(&url)
                 .header("content-type", "application/json")
                 .send(body.unwrap_or_else(|| json!({})).to_string()),
