@@ -8,7 +8,7 @@ read every step (as `mnist train` does); then inference batches under
 reads to report PyTorch beside each Rust backend, as a ratio. `mnist bench`
 passes every flag, so the workload is defined once, in Rust.
 
-Usage: python bench/torch_bench.py [--model seed|seed-plus|hvc] [--batch-size 600]
+Usage: python bench/torch_bench.py [--model seed|seed-plus|hvc|kaggle] [--batch-size 600]
        [--optimizer radam|adam|adamw] [--lr 1e-3] [--weight-decay 1e-4]
        [--label-smoothing 0] [--ema 0] [--epochs 5] [--warmup 3] [--steps 20]
        [--eval-batches 10] [--threads 2] [--device cpu|cuda:N|mps]
@@ -103,7 +103,37 @@ class HVC(nn.Module):
         return scores
 
 
-MODELS = {"seed": CNN, "seed-plus": SeedPlus, "hvc": HVC}
+class KaggleCNN(nn.Module):
+    """Seven conv -> BN -> ReLU blocks, as crates/model/src/kaggle_cnn.rs."""
+
+    LAYERS = [  # (kernel, stride, padding, width multiple, dropout after)
+        (3, 1, 0, 1, False), (3, 1, 0, 1, False), (5, 2, 2, 1, True),
+        (3, 1, 0, 2, False), (3, 1, 0, 2, False), (5, 2, 2, 2, True),
+        (4, 1, 0, 4, True),
+    ]
+
+    def __init__(self, width=32, p=0.4):
+        super().__init__()
+        blocks, cin = [], 1
+        for kernel, stride, padding, widths, _ in self.LAYERS:
+            cout = widths * width
+            blocks.append(nn.Sequential(
+                nn.Conv2d(cin, cout, kernel, stride, padding, bias=False),
+                nn.BatchNorm2d(cout), nn.ReLU()))
+            cin = cout
+        self.convs = nn.ModuleList(blocks)
+        self.drop = nn.Dropout(p)
+        self.fc = nn.Linear(cin, 10)
+
+    def forward(self, x):
+        for block, (*_, drop) in zip(self.convs, self.LAYERS):
+            x = block(x)
+            if drop:
+                x = self.drop(x)
+        return self.fc(x.flatten(1))
+
+
+MODELS = {"seed": CNN, "seed-plus": SeedPlus, "hvc": HVC, "kaggle": KaggleCNN}
 
 
 def make_optimizer(name, params, lr, weight_decay):

@@ -3,7 +3,7 @@
 //!
 //! - the whole forward pass, and forward + backward;
 //! - conv2 (16→32, 5×5 on 14×14), forward and forward + backward, as Burn's
-//!   layer and as `mnist_model::fused::conv_same` (seed-plus's convolutions);
+//!   layer and as `mnist_model::fused::conv` (seed-plus's convolutions);
 //! - the first max-pool (16 × 28×28), forward and forward + backward;
 //! - conv2 → pool → relu as the fused operation the model uses
 //!   (`mnist_model::fused`) against the three separate operations;
@@ -28,7 +28,7 @@ use burn::nn::{BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mnist_model::backend::BackendKind;
-use mnist_model::fused::{batch_norm, conv_pool_relu, conv_same};
+use mnist_model::fused::{batch_norm, conv, conv_pool_relu};
 use mnist_model::{SeedCnn, SeedCnnConfig, SeedPlusCnn, SeedPlusCnnConfig};
 
 const BATCH: usize = 600;
@@ -93,26 +93,26 @@ fn conv2(c: &mut Criterion) {
     group.sample_size(10);
     for (name, device) in devices() {
         let input = Tensor::<4>::random([BATCH, 16, 14, 14], Distribution::Default, &device);
-        let conv = Conv2dConfig::new([16, 32], [5, 5])
+        let layer = Conv2dConfig::new([16, 32], [5, 5])
             .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
             .init(&device);
         group.bench_function(BenchmarkId::new("forward", name), |b| {
-            b.iter(|| sync(conv.forward(input.clone())))
+            b.iter(|| sync(layer.forward(input.clone())))
         });
-        group.bench_function(BenchmarkId::new("conv_same_forward", name), |b| {
-            b.iter(|| sync(conv_same(input.clone(), &conv)))
+        group.bench_function(BenchmarkId::new("fused_conv_forward", name), |b| {
+            b.iter(|| sync(conv(input.clone(), &layer)))
         });
         let train_device = device.clone().autodiff();
-        let conv = Conv2dConfig::new([16, 32], [5, 5])
+        let layer = Conv2dConfig::new([16, 32], [5, 5])
             .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
             .init(&train_device);
         let input = Tensor::<4>::random([BATCH, 16, 14, 14], Distribution::Default, &train_device)
             .require_grad();
         group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
-            b.iter(|| std::hint::black_box(conv.forward(input.clone()).sum().backward()))
+            b.iter(|| std::hint::black_box(layer.forward(input.clone()).sum().backward()))
         });
-        group.bench_function(BenchmarkId::new("conv_same_forward_backward", name), |b| {
-            b.iter(|| std::hint::black_box(conv_same(input.clone(), &conv).sum().backward()))
+        group.bench_function(BenchmarkId::new("fused_conv_forward_backward", name), |b| {
+            b.iter(|| std::hint::black_box(conv(input.clone(), &layer).sum().backward()))
         });
     }
     group.finish();
@@ -197,9 +197,9 @@ fn batch_norms(c: &mut Criterion) {
 
 /// seed-plus's forward pass with Burn's own batch norm, pooling and ReLU.
 fn seed_plus_with_burns_layers(model: &SeedPlusCnn, images: Tensor<4>) -> Tensor<2> {
-    let x = model.bn1.forward(conv_same(images, &model.conv1));
+    let x = model.bn1.forward(conv(images, &model.conv1));
     let x = model.relu.forward(model.pool.forward(x));
-    let x = model.bn2.forward(conv_same(x, &model.conv2));
+    let x = model.bn2.forward(conv(x, &model.conv2));
     let x = model.relu.forward(model.pool.forward(x));
     let x = model.relu.forward(model.fc1.forward(x.flatten::<2>(1, 3)));
     model.fc2.forward(model.dropout.forward(x))

@@ -22,12 +22,13 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
+use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::block::BlockShape;
+pub use crate::block::ConvBlock;
 use crate::fused::batch_norm;
 use crate::init::{torch_bound, uniform};
 use crate::torch_io::with_stable_ids;
@@ -52,15 +53,6 @@ pub struct HvcConfig {
     pub num_classes: usize,
 }
 
-/// 3×3 unpadded convolution without bias (batch norm follows), batch norm, ReLU.
-#[derive(Module, Debug)]
-pub struct ConvBlock {
-    /// The convolution.
-    pub conv: Conv2d,
-    /// Its batch norm.
-    pub bn: BatchNorm,
-}
-
 /// Capsules from one feature map to class scores.
 #[derive(Module, Debug)]
 pub struct CapsuleBranch {
@@ -79,8 +71,6 @@ pub struct Hvc {
     pub branches: Vec<CapsuleBranch>,
     /// After which convolutions (0-based) each branch taps the stack.
     pub taps: Vec<usize>,
-    /// ReLU.
-    pub relu: Relu,
 }
 
 const KERNEL: usize = 3;
@@ -150,7 +140,14 @@ impl HvcConfig {
         let mut cin = self.in_channels;
         let mut side = self.image_size;
         for (i, &cout) in self.channels.iter().enumerate() {
-            convs.push(conv_block(cin, cout, &mut rng, device));
+            let shape = BlockShape {
+                in_channels: cin,
+                out_channels: cout,
+                kernel: KERNEL,
+                stride: 1,
+                padding: 0,
+            };
+            convs.push(ConvBlock::new(shape, &mut rng, device));
             cin = cout;
             side -= KERNEL - 1;
             if self.branch_after.contains(&(i + 1)) {
@@ -166,26 +163,8 @@ impl HvcConfig {
             convs,
             branches,
             taps: self.branch_after.iter().map(|&a| a - 1).collect(),
-            relu: Relu::new(),
         };
         with_stable_ids(model)
-    }
-}
-
-fn conv_block(cin: usize, cout: usize, rng: &mut ChaCha8Rng, device: &Device) -> ConvBlock {
-    let mut conv = Conv2dConfig::new([cin, cout], [KERNEL, KERNEL])
-        .with_padding(PaddingConfig2d::Valid)
-        .with_bias(false)
-        .init(device);
-    conv.weight = uniform(
-        [cout, cin, KERNEL, KERNEL],
-        torch_bound(cin * KERNEL * KERNEL),
-        rng,
-        device,
-    );
-    ConvBlock {
-        conv,
-        bn: BatchNormConfig::new(cout).init(device),
     }
 }
 
@@ -215,9 +194,7 @@ impl Hvc {
         let mut scores: Option<Tensor<2>> = None;
         let mut branches = self.branches.iter();
         for (i, block) in self.convs.iter().enumerate() {
-            x = self
-                .relu
-                .forward(batch_norm(block.conv.forward(x), &block.bn));
+            x = block.forward(x);
             if self.taps.contains(&i)
                 && let Some(branch) = branches.next()
             {

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Tensor};
 use mnist_data::{Dataset, UnknownDataset};
 
 use crate::hvc::{Hvc, HvcConfig};
+use crate::kaggle_cnn::{KaggleCnn, KaggleCnnConfig};
 use crate::seed_plus::{SeedPlusCnn, SeedPlusCnnConfig};
 use crate::summary::TorchSummary;
 use crate::torch_io::{self, WeightsError, WeightsFile};
@@ -55,11 +56,16 @@ pub enum ModelKind {
     #[serde(rename = "hvc")]
     #[cfg_attr(feature = "clap", value(name = "hvc"))]
     Hvc,
+    /// Seven conv → batch norm → ReLU blocks, laid out like Kaggle's
+    /// strongest single MNIST models.
+    #[serde(rename = "kaggle")]
+    #[cfg_attr(feature = "clap", value(name = "kaggle"))]
+    Kaggle,
 }
 
 /// A name that is no model's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model `{0}`; choose one of seed, seed-plus, hvc")]
+#[error("unknown model `{0}`; choose one of seed, seed-plus, hvc, kaggle")]
 pub struct UnknownModel(pub String);
 
 impl std::str::FromStr for ModelKind {
@@ -75,7 +81,12 @@ impl std::str::FromStr for ModelKind {
 
 impl ModelKind {
     /// Every model, in the order `--help` lists them.
-    pub const ALL: [ModelKind; 3] = [ModelKind::Seed, ModelKind::SeedPlus, ModelKind::Hvc];
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::Seed,
+        ModelKind::SeedPlus,
+        ModelKind::Hvc,
+        ModelKind::Kaggle,
+    ];
 
     /// The name used on the command line and in files.
     pub fn name(self) -> &'static str {
@@ -83,6 +94,7 @@ impl ModelKind {
             ModelKind::Seed => "seed",
             ModelKind::SeedPlus => "seed-plus",
             ModelKind::Hvc => "hvc",
+            ModelKind::Kaggle => "kaggle",
         }
     }
 
@@ -92,6 +104,7 @@ impl ModelKind {
             ModelKind::Seed => Network::Seed(SeedCnnConfig::new().init(seed, device)),
             ModelKind::SeedPlus => Network::SeedPlus(SeedPlusCnnConfig::new().init(seed, device)),
             ModelKind::Hvc => Network::Hvc(HvcConfig::new().init(seed, device)),
+            ModelKind::Kaggle => Network::Kaggle(KaggleCnnConfig::new().init(seed, device)),
         }
     }
 
@@ -113,6 +126,8 @@ impl ModelKind {
         let has = |prefix: &str| file.tensors.keys().any(|k| k.starts_with(prefix));
         Ok(if has("branches.") {
             ModelKind::Hvc
+        } else if has("convs.") {
+            ModelKind::Kaggle
         } else if has("bn1.") {
             ModelKind::SeedPlus
         } else {
@@ -137,6 +152,8 @@ pub enum Network {
     SeedPlus(SeedPlusCnn),
     /// Homogeneous vector capsules.
     Hvc(Hvc),
+    /// The Kaggle-style CNN.
+    Kaggle(KaggleCnn),
 }
 
 impl Network {
@@ -146,6 +163,7 @@ impl Network {
             Network::Seed(_) => ModelKind::Seed,
             Network::SeedPlus(_) => ModelKind::SeedPlus,
             Network::Hvc(_) => ModelKind::Hvc,
+            Network::Kaggle(_) => ModelKind::Kaggle,
         }
     }
 
@@ -155,6 +173,7 @@ impl Network {
             Network::Seed(m) => m.forward(images),
             Network::SeedPlus(m) => m.forward(images),
             Network::Hvc(m) => m.forward(images),
+            Network::Kaggle(m) => m.forward(images),
         }
     }
 
@@ -217,6 +236,7 @@ impl TorchSummary for Network {
             Network::Seed(m) => m.torch_summary(),
             Network::SeedPlus(m) => m.torch_summary(),
             Network::Hvc(m) => m.torch_summary(),
+            Network::Kaggle(m) => m.torch_summary(),
         }
     }
 }
@@ -239,7 +259,7 @@ mod tests {
             assert_eq!(serde_json::from_str::<ModelKind>(&json).unwrap(), kind);
         }
         let err = "resnet".parse::<ModelKind>().unwrap_err().to_string();
-        assert!(err.contains("seed, seed-plus, hvc"), "{err}");
+        assert!(err.contains("seed, seed-plus, hvc, kaggle"), "{err}");
     }
 
     #[test]
@@ -264,7 +284,7 @@ mod tests {
     fn saved_weights_name_their_model_and_load_back() {
         let (_, device) = test_devices().remove(0);
         let dir = tempfile::tempdir().unwrap();
-        for kind in [ModelKind::Seed, ModelKind::SeedPlus] {
+        for kind in [ModelKind::Seed, ModelKind::SeedPlus, ModelKind::Kaggle] {
             let path = dir.path().join(format!("{kind}.safetensors"));
             let model = kind.init(3, &device);
             model.save(&path).unwrap();
@@ -303,7 +323,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plain.safetensors");
         // save_weights writes no model name, as a PyTorch export would.
-        torch_io::save_weights(&ModelKind::SeedPlus.init(0, &device), &path).unwrap();
-        assert_eq!(ModelKind::of_weights(&path).unwrap(), ModelKind::SeedPlus);
+        for kind in ModelKind::ALL {
+            torch_io::save_weights(&kind.init(0, &device), &path).unwrap();
+            assert_eq!(ModelKind::of_weights(&path).unwrap(), kind);
+        }
     }
 }

@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::SeedCnnConfig;
-use crate::fused::{batch_norm, conv_same, pool_relu};
+use crate::fused::{batch_norm, conv, pool_relu};
 use crate::torch_io::with_stable_ids;
 
 /// Configuration of [`SeedPlusCnn`].
@@ -95,11 +95,11 @@ impl SeedPlusCnn {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         // Batch norm sits between convolution and pooling, so the seed CNN's
         // fused layer does not apply; the convolutions, the batch norms and
-        // pooling + ReLU each get their own backward pass (`fused::conv_same`,
+        // pooling + ReLU each get their own backward pass (`fused::conv`,
         // `fused::batch_norm`, `fused::pool_relu`).
-        let x = batch_norm(conv_same(images, &self.conv1), &self.bn1);
+        let x = batch_norm(conv(images, &self.conv1), &self.bn1);
         let x = pool_relu(x, &self.pool);
-        let x = batch_norm(conv_same(x, &self.conv2), &self.bn2);
+        let x = batch_norm(conv(x, &self.conv2), &self.bn2);
         let x = pool_relu(x, &self.pool);
         let x = x.flatten::<2>(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));

@@ -5,7 +5,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d};
 
-use crate::{Hvc, SeedCnn, SeedPlusCnn};
+use crate::{Hvc, KaggleCnn, SeedCnn, SeedPlusCnn};
 
 /// A PyTorch-style description of a model.
 pub trait TorchSummary {
@@ -103,11 +103,7 @@ impl TorchSummary for Hvc {
     fn torch_summary(&self) -> String {
         let mut text = String::from("HVC(\n  (convs): ModuleList(\n");
         for (i, block) in self.convs.iter().enumerate() {
-            text += &format!(
-                "    ({i}): Sequential({}, {}, ReLU())\n",
-                conv2d(&block.conv).replace(")\n", ")"),
-                batch_norm(&block.bn, 2)
-            );
+            text += &format!("    ({i}): {}\n", block.torch_summary());
         }
         text += "  )\n  (branches): ModuleList(\n";
         for (i, branch) in self.branches.iter().enumerate() {
@@ -119,6 +115,20 @@ impl TorchSummary for Hvc {
             );
         }
         text + "  )\n)"
+    }
+}
+
+impl TorchSummary for KaggleCnn {
+    fn torch_summary(&self) -> String {
+        let mut text = String::from("KaggleCNN(\n  (convs): ModuleList(\n");
+        for (i, block) in self.convs.iter().enumerate() {
+            text += &format!("    ({i}): {}\n", block.torch_summary());
+        }
+        format!(
+            "{text}  )\n  (dropout): {}\n  (fc): {}\n)",
+            dropout(&self.dropout),
+            linear(&self.fc)
+        )
     }
 }
 

@@ -49,6 +49,18 @@ pub trait BatchNormOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         composed_forward::<Self>(x, gamma, beta, epsilon)
     }
+
+    /// [`batch_norm_batch_stats`](BatchNormOps::batch_norm_batch_stats)
+    /// followed by a ReLU. The default composes the two.
+    fn batch_norm_relu_batch_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (output, mean, variance) = Self::batch_norm_batch_stats(x, gamma, beta, epsilon);
+        (Self::relu(output), mean, variance)
+    }
 }
 
 /// The backward pass a backend supplies for [`BatchNormOps`]; the default is
@@ -60,6 +72,18 @@ pub trait BatchNormKernels: Backend {
         output_grad: FloatTensor<Self>,
     ) -> NormGrads<Self> {
         composed_backward::<Self>(saved, output_grad)
+    }
+
+    /// Gradients for input, γ and β of batch norm followed by a ReLU, given
+    /// what batch norm saves, the (rectified) output and its gradient. The
+    /// default passes the gradient through the ReLU, then batch norm.
+    fn batch_norm_relu_batch_stats_backward(
+        saved: NormSaved<Self>,
+        output: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> NormGrads<Self> {
+        let norm_grad = Self::relu_backward(output, output_grad);
+        Self::batch_norm_batch_stats_backward(saved, norm_grad)
     }
 }
 
@@ -112,7 +136,7 @@ pub struct NormSaved<B: Backend> {
 /// frozen) through [`BatchNormOps`], with the running statistics updated as
 /// Burn's `BatchNorm` updates them; otherwise Burn's own inference path.
 pub fn batch_norm<const D: usize>(x: Tensor<D>, bn: &BatchNorm) -> Tensor<D> {
-    if !(x.device().is_autodiff() && bn.training.is_enabled()) {
+    if !in_training(&x, bn) {
         return bn.forward(x);
     }
     let device = x.device();
@@ -122,22 +146,54 @@ pub fn batch_norm<const D: usize>(x: Tensor<D>, bn: &BatchNorm) -> Tensor<D> {
         bn.beta.val().into_dispatch(),
         bn.epsilon,
     );
+    let (mean, variance) = (Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
+    update_running_statistics(bn, mean, variance, &device);
+    Tensor::from_dispatch(output)
+}
+
+/// `relu(bn.forward(x))`, as one operation with its own backward pass in
+/// training (see [`batch_norm()`]); otherwise Burn's own layers.
+pub fn batch_norm_relu<const D: usize>(x: Tensor<D>, bn: &BatchNorm) -> Tensor<D> {
+    if !in_training(&x, bn) {
+        return burn::tensor::activation::relu(bn.forward(x));
+    }
+    let device = x.device();
+    let (output, mean, variance) = Dispatch::batch_norm_relu_batch_stats(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+    );
+    let (mean, variance) = (Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
+    update_running_statistics(bn, mean, variance, &device);
+    Tensor::from_dispatch(output)
+}
+
+/// Whether `bn` normalises `x` with the batch's statistics: on an autodiff
+/// device, the layer not frozen.
+fn in_training<const D: usize>(x: &Tensor<D>, bn: &BatchNorm) -> bool {
+    x.device().is_autodiff() && bn.training.is_enabled()
+}
+
+/// Blends the batch's statistics into the running ones, as Burn's
+/// `BatchNorm` does.
+fn update_running_statistics(
+    bn: &BatchNorm,
+    mean: Tensor<1>,
+    variance: Tensor<1>,
+    device: &burn::tensor::Device,
+) {
     let blend = |running: Tensor<1>, batch: Tensor<1>| {
         running
-            .to_device(&device)
+            .to_device(device)
             .mul_scalar(1.0 - bn.momentum)
             .add(batch.detach().mul_scalar(bn.momentum))
             .detach()
     };
-    let (mean, variance) = (
-        Tensor::<1>::from_dispatch(mean),
-        Tensor::<1>::from_dispatch(variance),
-    );
     bn.running_mean
         .update(blend(bn.running_mean.value_sync(), mean));
     bn.running_var
         .update(blend(bn.running_var.value_sync(), variance));
-    Tensor::from_dispatch(output)
 }
 
 #[cfg(feature = "ndarray")]
@@ -367,6 +423,89 @@ impl<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy> BatchNormOps for
             FloatTensor::<Self>::new(variance),
         )
     }
+
+    fn batch_norm_relu_batch_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let guards = [x.node(), gamma.node(), beta.node()];
+        let (x, gamma, beta) = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
+        let (output, mean, variance) = match BatchNormReluBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, mean, variance) =
+                    B::batch_norm_relu_batch_stats(x.clone(), gamma.clone(), beta, epsilon);
+                let norm = NormSaved {
+                    x,
+                    gamma,
+                    mean: mean.clone(),
+                    variance: variance.clone(),
+                    epsilon,
+                };
+                let saved = NormReluSaved {
+                    norm,
+                    output: output.clone(),
+                };
+                (prep.finish(saved, output), mean, variance)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (output, mean, variance) =
+                    B::batch_norm_relu_batch_stats(x, gamma, beta, epsilon);
+                (prep.finish(output), mean, variance)
+            }
+        };
+        (
+            output,
+            FloatTensor::<Self>::new(mean),
+            FloatTensor::<Self>::new(variance),
+        )
+    }
+}
+
+/// What batch norm followed by a ReLU keeps for its backward pass: batch
+/// norm's own, and the output, whose zeros are where the ReLU stopped the
+/// gradient (the next layer holds the same tensor, so this costs no memory).
+#[derive(Debug, Clone)]
+pub struct NormReluSaved<B: Backend> {
+    /// What batch norm alone saves.
+    pub norm: NormSaved<B>,
+    /// The rectified output.
+    pub output: FloatTensor<B>,
+}
+
+/// Batch norm followed by a ReLU as one autodiff node.
+#[derive(Debug)]
+struct BatchNormReluBackward;
+
+impl<B: BatchNormKernels> Backward<B, 3> for BatchNormReluBackward {
+    type State = NormReluSaved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [x, gamma, beta] = ops.parents.map(|node| node.map(|node| node.id));
+        let output_grad = grads.consume::<B>(&ops.node);
+        let NormReluSaved { norm, output } = ops.state;
+        let (x_grad, gamma_grad, beta_grad) =
+            B::batch_norm_relu_batch_stats_backward(norm, output, output_grad);
+        for (id, grad) in [(x, x_grad), (gamma, gamma_grad), (beta, beta_grad)] {
+            if let Some(id) = id {
+                grads.register::<B>(id, grad);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -397,7 +536,7 @@ mod tests {
     fn run<const D: usize>(
         x: &Tensor<D>,
         r: &Tensor<D>,
-        norm: impl Fn(Tensor<D>, &BatchNorm) -> Tensor<D>,
+        norm: &impl Fn(Tensor<D>, &BatchNorm) -> Tensor<D>,
     ) -> [TensorData; 6] {
         let bn = layer(x.dims()[1], &x.device());
         let x = x.clone().require_grad();
@@ -414,12 +553,22 @@ mod tests {
     }
 
     fn assert_matches_burn<const D: usize>(dims: [usize; D]) {
+        assert_agrees(dims, batch_norm, |x, bn| bn.forward(x));
+    }
+
+    /// `ours` and `burn` agree on output, gradients and running statistics
+    /// on every backend, and none of them is all zeros.
+    fn assert_agrees<const D: usize>(
+        dims: [usize; D],
+        ours: impl Fn(Tensor<D>, &BatchNorm) -> Tensor<D>,
+        burn: impl Fn(Tensor<D>, &BatchNorm) -> Tensor<D>,
+    ) {
         for (backend, device) in test_devices() {
             let device = device.autodiff();
             let x = Tensor::<D>::random(dims, Distribution::Normal(0.7, 2.0), &device);
             let r = Tensor::<D>::random(dims, Distribution::Uniform(-1.0, 1.0), &device);
-            let ours = run(&x, &r, batch_norm);
-            let burn = run(&x, &r, |x, bn| bn.forward(x));
+            let ours = run(&x, &r, &ours);
+            let burn = run(&x, &r, &burn);
             let names = [
                 "output",
                 "input grad",
@@ -447,6 +596,31 @@ mod tests {
     fn matches_burns_batch_norm_on_capsules() {
         // HVC's class capsules: [batch, classes, capsule dims].
         assert_matches_burn([8, 10, 12]);
+    }
+
+    #[test]
+    fn with_relu_matches_burns_batch_norm_then_relu() {
+        let relu_after =
+            |x: Tensor<4>, bn: &BatchNorm| burn::tensor::activation::relu(bn.forward(x));
+        assert_agrees([6, 5, 7, 9], batch_norm_relu, relu_after);
+        // About half the outputs are zero: the mask is exercised.
+        let (_, device) = test_devices().remove(0);
+        let device = device.autodiff();
+        let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let out = batch_norm_relu(x, &layer(3, &device));
+        let zeros = out.equal_elem(0.0).int().sum().into_scalar::<i64>();
+        assert!((50..250).contains(&zeros), "{zeros} of 300 zero");
+    }
+
+    #[test]
+    fn with_relu_in_inference_uses_the_running_statistics() {
+        let (_, device) = test_devices().remove(0);
+        let bn = layer(3, &device);
+        let x = Tensor::<4>::random([2, 3, 4, 4], Distribution::Default, &device);
+        let expected = burn::tensor::activation::relu(bn.forward(x.clone()));
+        batch_norm_relu(x, &bn)
+            .into_data()
+            .assert_eq(&expected.into_data(), true);
     }
 
     #[test]

@@ -4,15 +4,15 @@
 //! composed default.
 
 use super::batch_norm::{self, BatchNormKernels, BatchNormOps, NormGrads, NormSaved};
-use super::host::{self, ConvPoolShape, NormShape};
+use super::host::{self, ConvShape, NormShape};
 use super::{
-    ConvPoolKernels, ConvPoolOps, ConvSaved, LayerGrads, PoolSaved, Saved, composed_backward,
-    composed_conv, composed_conv_backward, composed_parts, composed_pool_backward,
-    composed_pool_relu,
+    ConvPoolKernels, ConvPoolOps, ConvSaved, ConvSpec, LayerGrads, PoolSaved, Saved,
+    composed_backward, composed_conv, composed_conv_backward, composed_parts,
+    composed_pool_backward, composed_pool_relu,
 };
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Flex, TensorMetadata};
+use burn::backend::{Backend, Flex, TensorMetadata};
 use burn::tensor::{DType, Shape, TensorData};
 
 impl ConvPoolOps for Flex {
@@ -28,16 +28,19 @@ impl ConvPoolOps for Flex {
         Self::pool_relu_parts(x).1
     }
 
-    fn conv_same(
+    fn conv_layer(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
     ) -> FloatTensor<Self> {
-        let Some(shape) = conv_shape(&x, &weight) else {
-            return composed_conv::<Self>(x, weight, bias);
+        let spec = ConvSpec { stride, padding };
+        let Some(shape) = conv_shape(&x, &weight, &spec) else {
+            return composed_conv::<Self>(x, weight, bias, &spec);
         };
         let (x, weight, bias) = (dense(x), dense(weight), dense(bias));
-        let output = host::conv_same_forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
+        let output = host::conv2d_forward(&shape, f32s(&x), f32s(&weight), f32s(&bias));
         tensor(output, conv_output_shape(&shape))
     }
 }
@@ -120,19 +123,19 @@ impl ConvPoolKernels for Flex {
         grad_tensors(grads, x_shape, weight_shape)
     }
 
-    fn conv_same_backward(
+    fn conv_layer_backward(
         saved: ConvSaved<Self>,
         output_grad: FloatTensor<Self>,
         want_x: bool,
     ) -> LayerGrads<Self> {
-        let (Some(shape), DType::F32) = (conv_shape(&saved.x, &saved.weight), output_grad.dtype())
-        else {
+        let shape = conv_shape(&saved.x, &saved.weight, &saved.spec);
+        let (Some(shape), DType::F32) = (shape, output_grad.dtype()) else {
             return composed_conv_backward::<Self>(saved, output_grad, want_x);
         };
         let (x_shape, weight_shape) = (saved.x.shape(), saved.weight.shape());
         let (x, weight, output_grad) = (dense(saved.x), dense(saved.weight), dense(output_grad));
         let grads =
-            host::conv_same_backward(&shape, f32s(&x), f32s(&weight), f32s(&output_grad), want_x);
+            host::conv2d_backward(&shape, f32s(&x), f32s(&weight), f32s(&output_grad), want_x);
         grad_tensors(grads, x_shape, weight_shape)
     }
 }
@@ -153,46 +156,54 @@ fn grad_tensors(
 
 /// The convolution's shape, when both tensors are `f32` and the host
 /// kernels cover it.
-fn conv_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvPoolShape> {
-    let shape = tensor_shape(x, weight)?;
+fn conv_shape(x: &FlexTensor, weight: &FlexTensor, spec: &ConvSpec) -> Option<ConvShape> {
+    let shape = tensor_shape(x, weight, spec)?;
     shape.conv_is_supported().then_some(shape)
 }
 
-/// The fused shape, when both tensors are `f32` and the layer fits.
-fn host_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvPoolShape> {
-    let shape = tensor_shape(x, weight)?;
+/// The fused layer's shape ("same" convolution, then 2×2 pooling), when
+/// both tensors are `f32` and the layer fits.
+fn host_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvShape> {
+    let shape = tensor_shape(x, weight, &ConvSpec::same(weight))?;
     shape.is_supported().then_some(shape)
 }
 
 /// Both tensors' dimensions as one layer's shape, when they are `f32` and
 /// agree (square kernel, matching channels).
-fn tensor_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<ConvPoolShape> {
+fn tensor_shape(x: &FlexTensor, weight: &FlexTensor, spec: &ConvSpec) -> Option<ConvShape> {
     if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
         return None;
     }
     let [batch, in_channels, height, width] = x.shape().dims();
     let [out_channels, weight_in, kh, kw] = weight.shape().dims();
-    let shape = ConvPoolShape {
+    let shape = ConvShape {
         batch,
         in_channels,
         out_channels,
         height,
         width,
         kernel: kh,
+        stride: spec.stride,
+        padding: spec.padding,
     };
     (weight_in == in_channels && kh == kw).then_some(shape)
 }
 
-fn conv_output_shape(shape: &ConvPoolShape) -> Shape {
-    Shape::new([shape.batch, shape.out_channels, shape.height, shape.width])
-}
-
-fn output_shape(shape: &ConvPoolShape) -> Shape {
+fn conv_output_shape(shape: &ConvShape) -> Shape {
     Shape::new([
         shape.batch,
         shape.out_channels,
-        shape.height / 2,
-        shape.width / 2,
+        shape.out_height(),
+        shape.out_width(),
+    ])
+}
+
+fn output_shape(shape: &ConvShape) -> Shape {
+    Shape::new([
+        shape.batch,
+        shape.out_channels,
+        shape.out_height() / 2,
+        shape.out_width() / 2,
     ])
 }
 
@@ -223,19 +234,49 @@ impl BatchNormOps for Flex {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let Some(shape) = norm_shape(&x, &gamma) else {
+        if norm_shape(&x, &gamma).is_none() {
             return batch_norm::composed_forward::<Self>(x, gamma, beta, epsilon);
-        };
-        let x_shape = x.shape();
-        let (x, gamma, beta) = (dense(x), dense(gamma), dense(beta));
-        let result = host::batch_norm_forward(&shape, f32s(&x), f32s(&gamma), f32s(&beta), epsilon);
-        let channels = Shape::new([shape.channels]);
-        (
-            tensor(result.output, x_shape),
-            tensor(result.mean, channels.clone()),
-            tensor(result.variance, channels),
-        )
+        }
+        norm_forward(x, gamma, beta, epsilon, host::batch_norm_forward)
     }
+
+    fn batch_norm_relu_batch_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if norm_shape(&x, &gamma).is_none() {
+            let (output, mean, variance) =
+                batch_norm::composed_forward::<Self>(x, gamma, beta, epsilon);
+            return (relu::<Self>(output), mean, variance);
+        }
+        norm_forward(x, gamma, beta, epsilon, host::batch_norm_relu_forward)
+    }
+}
+
+/// `host::batch_norm_forward` or `host::batch_norm_relu_forward`.
+type NormKernel = fn(&NormShape, &[f32], &[f32], &[f32], f64) -> host::NormForward;
+
+/// A host batch-norm forward kernel on flex tensors whose layout
+/// [`norm_shape`] accepts.
+fn norm_forward(
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    epsilon: f64,
+    kernel: NormKernel,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let shape = norm_shape(&x, &gamma).expect("checked by the caller");
+    let x_shape = x.shape();
+    let (x, gamma, beta) = (dense(x), dense(gamma), dense(beta));
+    let result = kernel(&shape, f32s(&x), f32s(&gamma), f32s(&beta), epsilon);
+    let channels = Shape::new([shape.channels]);
+    (
+        tensor(result.output, x_shape),
+        tensor(result.mean, channels.clone()),
+        tensor(result.variance, channels),
+    )
 }
 
 impl BatchNormKernels for Flex {
@@ -265,13 +306,62 @@ impl BatchNormKernels for Flex {
             saved.epsilon,
             f32s(&output_grad),
         );
-        let channels = Shape::new([shape.channels]);
-        (
-            tensor(grads.input, x_shape),
-            tensor(grads.gamma, channels.clone()),
-            tensor(grads.beta, channels),
-        )
+        norm_grad_tensors(grads, x_shape, shape.channels)
     }
+
+    fn batch_norm_relu_batch_stats_backward(
+        saved: NormSaved<Self>,
+        output: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> NormGrads<Self> {
+        let (Some(shape), DType::F32, DType::F32) = (
+            norm_shape(&saved.x, &saved.gamma),
+            output.dtype(),
+            output_grad.dtype(),
+        ) else {
+            let norm_grad = relu_backward::<Self>(output, output_grad);
+            return batch_norm::composed_backward::<Self>(saved, norm_grad);
+        };
+        let x_shape = saved.x.shape();
+        let [x, gamma, mean, variance, output, output_grad] = [
+            saved.x,
+            saved.gamma,
+            saved.mean,
+            saved.variance,
+            output,
+            output_grad,
+        ]
+        .map(dense);
+        let grads = host::batch_norm_relu_backward(
+            &shape,
+            f32s(&x),
+            f32s(&gamma),
+            f32s(&mean),
+            f32s(&variance),
+            saved.epsilon,
+            f32s(&output),
+            f32s(&output_grad),
+        );
+        norm_grad_tensors(grads, x_shape, shape.channels)
+    }
+}
+
+/// The backend's own ReLU (a supertrait's method, reached through a bound).
+fn relu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::relu(x)
+}
+
+fn relu_backward<B: Backend>(output: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    B::relu_backward(output, grad)
+}
+
+fn norm_grad_tensors(grads: host::NormGrads, x_shape: Shape, channels: usize) -> NormGrads<Flex> {
+    let channels = Shape::new([channels]);
+    (
+        tensor(grads.input, x_shape),
+        tensor(grads.gamma, channels.clone()),
+        tensor(grads.beta, channels),
+    )
 }
 
 /// A batch-norm input's layout, when it and γ are `f32` and at least

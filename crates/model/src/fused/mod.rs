@@ -1,10 +1,11 @@
 //! Layers with their own backward passes, through Burn's backend-extension
 //! API: `relu(max_pool_2×2(conv2d(x)))` as one fused operation, the seed
-//! CNN's two feature layers ([`conv_pool_relu`]); a plain "same"
-//! convolution ([`conv_same`]) and `relu(max_pool_2×2(x))` ([`pool_relu`]),
-//! seed-plus's, where batch norm sits between the convolution and the
-//! pooling; and batch norm in training ([`batch_norm()`], seed-plus's and
-//! HVC's, in its own module).
+//! CNN's two feature layers ([`conv_pool_relu`]); a plain convolution of any
+//! square kernel, stride and padding ([`conv()`], the convolutions of
+//! seed-plus, HVC and the Kaggle-style CNN, where batch norm follows the
+//! convolution) and `relu(max_pool_2×2(x))` ([`pool_relu`]); and batch norm
+//! in training, alone or followed by a ReLU ([`batch_norm()`],
+//! [`batch_norm_relu`], in its own module).
 //!
 //! The models call them with a tensor and never name a backend. Burn routes
 //! each call by the tensor's device:
@@ -19,10 +20,11 @@
 //! - under **autodiff**, one graph node holds the whole layer, and its
 //!   backward pass calls the backend's fused gradient.
 //!
-//! The operations are defined only for what these models use: stride 1,
-//! "same" padding (`kernel / 2`), an odd square kernel, a bias, and (for the
-//! pooling) an even-sized input plane. Both functions fall back to Burn's
-//! own layers for anything else, so they are always correct to call.
+//! Each function falls back to Burn's own layers for what its kernels do
+//! not cover (the fused layer: anything but a stride-1 "same" convolution
+//! with a bias and 2×2 pooling over an even plane; the plain convolution:
+//! dilation, groups, rectangular kernels or uneven padding), so they are
+//! always correct to call.
 //!
 //! The plain convolution gains on flex for the same reason as the fused
 //! layer: Burn differentiates a convolution through generic transposed
@@ -38,7 +40,7 @@ pub mod batch_norm;
 #[cfg(feature = "flex")]
 pub mod host;
 
-pub use batch_norm::batch_norm;
+pub use batch_norm::{batch_norm, batch_norm_relu};
 
 use burn::backend::autodiff::{
     Autodiff, NodeId,
@@ -76,14 +78,17 @@ pub trait ConvPoolOps: Backend {
         composed_parts::<Self>(x, weight, bias).1
     }
 
-    /// `conv2d(x, weight, bias)` with stride 1 and padding `kernel / 2`.
-    /// The default is the backend's own convolution.
-    fn conv_same(
+    /// `conv2d(x, weight, bias)` for a square kernel with the same
+    /// `stride` and zero `padding` on both axes. The default is the
+    /// backend's own convolution.
+    fn conv_layer(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
     ) -> FloatTensor<Self> {
-        composed_conv::<Self>(x, weight, bias)
+        composed_conv::<Self>(x, weight, bias, &ConvSpec { stride, padding })
     }
 
     /// `relu(max_pool2d(x, 2, stride 2))` over an even-sized plane. The
@@ -131,9 +136,9 @@ pub trait ConvPoolKernels: Backend {
         composed_pool_backward::<Self>(saved.windows, saved.output, output_grad)
     }
 
-    /// Gradients of [`ConvPoolOps::conv_same`] for input (when `want_x`),
+    /// Gradients of [`ConvPoolOps::conv_layer`] for input (when `want_x`),
     /// weight and bias, given its inputs and the output's gradient.
-    fn conv_same_backward(
+    fn conv_layer_backward(
         saved: ConvSaved<Self>,
         output_grad: FloatTensor<Self>,
         want_x: bool,
@@ -163,7 +168,8 @@ pub struct Saved<B: Backend> {
     pub output: FloatTensor<B>,
 }
 
-/// What [`ConvPoolOps::conv_same`] keeps for its backward pass: its inputs.
+/// What [`ConvPoolOps::conv_layer`] keeps for its backward pass: its
+/// inputs and geometry.
 #[derive(Debug, Clone)]
 pub struct ConvSaved<B: Backend> {
     /// The layer's input.
@@ -172,6 +178,33 @@ pub struct ConvSaved<B: Backend> {
     pub weight: FloatTensor<B>,
     /// The convolution bias.
     pub bias: FloatTensor<B>,
+    /// Stride and padding.
+    pub spec: ConvSpec,
+}
+
+/// The geometry of a [`ConvPoolOps::conv_layer`] besides its kernel: the
+/// same stride and zero padding on both axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Step between output pixels.
+    pub stride: usize,
+    /// Zeros added on every side.
+    pub padding: usize,
+}
+
+impl ConvSpec {
+    /// Stride 1 and padding `kernel / 2`: the seed CNN's fused layer.
+    fn same(weight: &impl TensorMetadata) -> Self {
+        Self {
+            stride: 1,
+            padding: weight.shape()[2] / 2,
+        }
+    }
+
+    fn options(&self) -> ConvOptions<2> {
+        let (s, p) = (self.stride, self.padding);
+        ConvOptions::new([s, s], [p, p], [1, 1], 1)
+    }
 }
 
 /// What [`ConvPoolOps::pool_relu`] keeps for its backward pass.
@@ -215,18 +248,44 @@ pub fn conv_pool_relu(x: Tensor<4>, conv: &Conv2d, pool: &MaxPool2d) -> Tensor<4
     }
 }
 
-/// `conv.forward(x)` for a stride-1 "same" convolution with a bias, through
-/// [`ConvPoolOps::conv_same`] and its own backward pass; any other layer
-/// runs Burn's own.
-pub fn conv_same(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
-    match (&conv.bias, is_same_conv(conv)) {
-        (Some(bias), true) => Tensor::from_dispatch(Dispatch::conv_same(
-            x.into_dispatch(),
-            conv.weight.val().into_dispatch(),
-            bias.val().into_dispatch(),
-        )),
-        _ => conv.forward(x),
-    }
+/// `conv.forward(x)` through [`ConvPoolOps::conv_layer`] and its own
+/// backward pass, for a square kernel with the same stride and symmetric
+/// padding on both axes (a layer without bias gets a zero one); any other
+/// layer (dilated, grouped, rectangular, uneven padding) runs Burn's own.
+pub fn conv(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    let Some(spec) = conv_spec(conv) else {
+        return conv.forward(x);
+    };
+    let bias = match &conv.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([conv.weight.dims()[0]], &x.device()),
+    };
+    Tensor::from_dispatch(Dispatch::conv_layer(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        bias.into_dispatch(),
+        spec.stride,
+        spec.padding,
+    ))
+}
+
+/// The layer's stride and padding, when [`conv`] covers it.
+fn conv_spec(conv: &Conv2d) -> Option<ConvSpec> {
+    let [_, _, kh, kw] = conv.weight.dims();
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => 0,
+        PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == left && left == bottom && bottom == right =>
+        {
+            top
+        }
+        _ => return None,
+    };
+    let [sy, sx] = conv.stride;
+    (kh == kw && sy == sx && conv.dilation == [1, 1] && conv.groups == 1).then_some(ConvSpec {
+        stride: sy,
+        padding,
+    })
 }
 
 /// Stride 1, no dilation or groups, an odd square kernel and padding
@@ -255,18 +314,13 @@ fn is_pool_2x2(pool: &MaxPool2d) -> bool {
         && matches!(pool.padding, PaddingConfig2d::Valid)
 }
 
-fn conv_options(weight: &impl TensorMetadata) -> ConvOptions<2> {
-    let kernel = weight.shape()[2];
-    ConvOptions::new([1, 1], [kernel / 2, kernel / 2], [1, 1], 1)
-}
-
 fn composed_conv<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
+    spec: &ConvSpec,
 ) -> FloatTensor<B> {
-    let options = conv_options(&weight);
-    B::conv2d(x, weight, Some(bias), options)
+    B::conv2d(x, weight, Some(bias), spec.options())
 }
 
 fn composed_parts<B: Backend>(
@@ -274,7 +328,8 @@ fn composed_parts<B: Backend>(
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let conv = composed_conv::<B>(x, weight, bias);
+    let spec = ConvSpec::same(&weight);
+    let conv = composed_conv::<B>(x, weight, bias, &spec);
     (conv.clone(), composed_pool_relu::<B>(conv))
 }
 
@@ -309,7 +364,17 @@ fn composed_backward<B: Backend>(
         output,
     } = saved;
     let conv_grad = composed_pool_backward::<B>(conv, output, output_grad);
-    composed_conv_backward::<B>(ConvSaved { x, weight, bias }, conv_grad, want_x)
+    let spec = ConvSpec::same(&weight);
+    composed_conv_backward::<B>(
+        ConvSaved {
+            x,
+            weight,
+            bias,
+            spec,
+        },
+        conv_grad,
+        want_x,
+    )
 }
 
 fn composed_conv_backward<B: Backend>(
@@ -317,8 +382,13 @@ fn composed_conv_backward<B: Backend>(
     conv_grad: FloatTensor<B>,
     want_x: bool,
 ) -> LayerGrads<B> {
-    let ConvSaved { x, weight, bias } = saved;
-    let options = conv_options(&weight);
+    let ConvSaved {
+        x,
+        weight,
+        bias,
+        spec,
+    } = saved;
+    let options = spec.options();
     let x_grad = want_x.then(|| {
         B::conv2d_x_backward(
             x.clone(),
@@ -392,9 +462,9 @@ fn register_grads<B: Backend>(
 
 /// The plain convolution as one autodiff node.
 #[derive(Debug)]
-struct ConvSameBackward;
+struct ConvLayerBackward;
 
-impl<B: ConvPoolKernels> Backward<B, 3> for ConvSameBackward {
+impl<B: ConvPoolKernels> Backward<B, 3> for ConvLayerBackward {
     type State = ConvSaved<B>;
 
     fn backward(
@@ -405,7 +475,7 @@ impl<B: ConvPoolKernels> Backward<B, 3> for ConvSameBackward {
     ) {
         let parents = ops.parents.map(|node| node.map(|node| node.id));
         let output_grad = grads.consume::<B>(&ops.node);
-        let layer_grads = B::conv_same_backward(ops.state, output_grad, parents[0].is_some());
+        let layer_grads = B::conv_layer_backward(ops.state, output_grad, parents[0].is_some());
         register_grads::<B>(grads, parents, layer_grads);
     }
 }
@@ -484,10 +554,12 @@ impl<B: ConvPoolOps + ConvPoolKernels, C: CheckpointStrategy> ConvPoolOps for Au
         }
     }
 
-    fn conv_same(
+    fn conv_layer(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
     ) -> FloatTensor<Self> {
         let guards = [x.node(), weight.node(), bias.node()];
         let (x, weight, bias) = (
@@ -495,16 +567,28 @@ impl<B: ConvPoolOps + ConvPoolKernels, C: CheckpointStrategy> ConvPoolOps for Au
             weight.into_primitive(),
             bias.into_primitive(),
         );
-        match ConvSameBackward
+        match ConvLayerBackward
             .prepare::<C>(guards)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let output = B::conv_same(x.clone(), weight.clone(), bias.clone());
-                prep.finish(ConvSaved { x, weight, bias }, output)
+                let output =
+                    B::conv_layer(x.clone(), weight.clone(), bias.clone(), stride, padding);
+                let spec = ConvSpec { stride, padding };
+                prep.finish(
+                    ConvSaved {
+                        x,
+                        weight,
+                        bias,
+                        spec,
+                    },
+                    output,
+                )
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::conv_same(x, weight, bias)),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::conv_layer(x, weight, bias, stride, padding))
+            }
         }
     }
 }

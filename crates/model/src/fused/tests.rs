@@ -119,34 +119,110 @@ fn layers_the_fusion_does_not_cover_fall_back_to_the_plain_ops() {
     }
 }
 
+/// A convolution with a bias, square kernel, and the same stride and
+/// padding on both axes.
+fn strided_layer(
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    device: &Device,
+) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
+        .init(device)
+}
+
 #[test]
 fn plain_convolution_matches_burns_forward_and_backward() {
     for (backend, device) in test_devices() {
         let device = device.autodiff();
-        // seed-plus's two layers, an odd plane, a 1×1 kernel.
-        for (cin, cout, side, kernel) in
-            [(1, 16, 28, 5), (16, 32, 14, 5), (3, 4, 7, 3), (2, 3, 5, 1)]
-        {
-            let conv = layer(cin, cout, kernel, &device);
+        // seed-plus's two layers, an odd plane, a 1×1 kernel, HVC's 3×3
+        // unpadded layer, and the Kaggle-style CNN's strided 5×5 and its
+        // 4×4 down to one pixel.
+        for (cin, cout, side, kernel, stride, padding) in [
+            (1, 16, 28, 5, 1, 2),
+            (16, 32, 14, 5, 1, 2),
+            (3, 4, 7, 3, 1, 1),
+            (2, 3, 5, 1, 1, 0),
+            (8, 12, 12, 3, 1, 0),
+            (6, 8, 12, 5, 2, 2),
+            (4, 6, 4, 4, 1, 0),
+            (3, 5, 9, 3, 2, 0),
+        ] {
+            let conv = strided_layer(cin, cout, kernel, stride, padding, &device);
             let x = Tensor::<4>::random([4, cin, side, side], Distribution::Default, &device);
-            let r = Tensor::<4>::random([4, cout, side, side], Distribution::Default, &device);
-            let ours = run(&x, &conv, &r, conv_same);
+            let out_side = (side + 2 * padding - kernel) / stride + 1;
+            let r = Tensor::<4>::random(
+                [4, cout, out_side, out_side],
+                Distribution::Default,
+                &device,
+            );
+            let ours = run(&x, &conv, &r, super::conv);
             let plain = run(&x, &conv, &r, |x, conv| conv.forward(x));
-            let what = format!("{} cin={cin} cout={cout} side={side}", backend.name());
+            let what = format!(
+                "{} cin={cin} cout={cout} side={side} k={kernel} s={stride} p={padding}",
+                backend.name()
+            );
             assert_agree(ours, plain, 5e-3, &what);
         }
     }
 }
 
 #[test]
-fn convolutions_that_are_not_same_padded_run_burns_own() {
+fn a_convolution_without_bias_matches_burns() {
+    for (backend, device) in test_devices() {
+        let device = device.autodiff();
+        let conv = Conv2dConfig::new([3, 4], [3, 3])
+            .with_bias(false)
+            .init(&device);
+        let x = Tensor::<4>::random([3, 3, 10, 10], Distribution::Default, &device).require_grad();
+        let r = Tensor::<4>::random([3, 4, 8, 8], Distribution::Default, &device);
+        let pass = |layer: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+            let out = layer(x.clone());
+            let grads = (out.clone() * r.clone()).sum().backward();
+            (
+                out.detach().into_data(),
+                x.grad(&grads).expect("input gradient").into_data(),
+                conv.weight
+                    .grad(&grads)
+                    .expect("weight gradient")
+                    .into_data(),
+            )
+        };
+        let ours = pass(&|x| super::conv(x, &conv));
+        let plain = pass(&|x| conv.forward(x));
+        let tolerance = Tolerance::absolute(5e-3);
+        ours.0.assert_approx_eq::<f32>(&plain.0, tolerance);
+        ours.1.assert_approx_eq::<f32>(&plain.1, tolerance);
+        ours.2.assert_approx_eq::<f32>(&plain.2, tolerance);
+        assert_eq!(ours.0.num_elements(), 3 * 4 * 8 * 8, "{}", backend.name());
+    }
+}
+
+#[test]
+fn convolutions_the_kernels_do_not_cover_run_burns_own() {
     for (_, device) in test_devices() {
-        let conv = Conv2dConfig::new([1, 2], [3, 3]).init(&device);
-        let x = Tensor::<4>::random([2, 1, 9, 9], Distribution::Default, &device);
-        let out = conv_same(x.clone(), &conv);
-        assert_eq!(out.dims(), [2, 2, 7, 7]);
-        out.to_data()
-            .assert_approx_eq::<f32>(&conv.forward(x).to_data(), Tolerance::default());
+        let x = Tensor::<4>::random([2, 2, 9, 9], Distribution::Default, &device);
+        let layers = [
+            Conv2dConfig::new([2, 2], [3, 3]).with_dilation([2, 2]),
+            Conv2dConfig::new([2, 2], [3, 3]).with_groups(2),
+            Conv2dConfig::new([2, 2], [3, 5]),
+            Conv2dConfig::new([2, 2], [3, 3]).with_stride([1, 2]),
+            Conv2dConfig::new([2, 2], [3, 3]).with_padding(PaddingConfig2d::Explicit(0, 1, 0, 1)),
+        ];
+        for config in layers {
+            let conv = config.init(&device);
+            let out = super::conv(x.clone(), &conv);
+            let expected = conv.forward(x.clone());
+            assert_eq!(out.dims(), expected.dims(), "{config:?}");
+            out.to_data()
+                .assert_approx_eq::<f32>(&expected.to_data(), Tolerance::default());
+        }
     }
 }
 

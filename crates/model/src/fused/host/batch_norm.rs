@@ -80,6 +80,32 @@ pub fn batch_norm_forward(
     beta: &[f32],
     epsilon: f64,
 ) -> NormForward {
+    normalize(shape, x, gamma, beta, epsilon, |v| v)
+}
+
+/// [`batch_norm_forward`] followed by a ReLU, applied as each output is
+/// written.
+///
+/// # Panics
+/// If the slices' lengths do not match `shape`.
+pub fn batch_norm_relu_forward(
+    shape: &NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> NormForward {
+    normalize(shape, x, gamma, beta, epsilon, |v| v.max(0.0))
+}
+
+fn normalize(
+    shape: &NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    activation: impl Fn(f32) -> f32 + Sync,
+) -> NormForward {
     check_lengths(shape, x, gamma);
     assert_eq!(beta.len(), shape.channels, "beta has one value per channel");
     let count = shape.per_channel() as f64;
@@ -111,7 +137,7 @@ pub fn batch_norm_forward(
     for_each_run(shape, &mut output, |c, out, offset| {
         let input = &x[offset..][..out.len()];
         for (o, &v) in out.iter_mut().zip(input) {
-            *o = v * scale[c] + shift[c];
+            *o = activation(v * scale[c] + shift[c]);
         }
     });
     NormForward {
@@ -190,6 +216,41 @@ pub fn batch_norm_backward(
         beta: beta_grad.into_iter().map(|g| g as f32).collect(),
     }
 }
+
+/// The gradients of [`batch_norm_relu_forward`], given what
+/// [`batch_norm_backward`] takes and the forward pass's (rectified)
+/// output: the gradient stops where the output is zero, then passes
+/// through batch norm.
+///
+/// # Panics
+/// If the slices' lengths do not match `shape`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_relu_backward(
+    shape: &NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    variance: &[f32],
+    epsilon: f64,
+    output: &[f32],
+    output_grad: &[f32],
+) -> NormGrads {
+    assert_eq!(output.len(), output_grad.len(), "one gradient per output");
+    let mut norm_grad = vec![0.0f32; output_grad.len()];
+    norm_grad
+        .par_chunks_mut(RELU_CHUNK)
+        .zip(output.par_chunks(RELU_CHUNK))
+        .zip(output_grad.par_chunks(RELU_CHUNK))
+        .for_each(|((norm_grad, output), output_grad)| {
+            for ((n, &o), &g) in norm_grad.iter_mut().zip(output).zip(output_grad) {
+                *n = if o > 0.0 { g } else { 0.0 };
+            }
+        });
+    batch_norm_backward(shape, x, gamma, mean, variance, epsilon, &norm_grad)
+}
+
+/// Values per rayon job when masking the ReLU's gradient.
+const RELU_CHUNK: usize = 1 << 16;
 
 /// Lanes of the partial sums below: eight independent `f32` accumulators
 /// that the compiler keeps in one vector register.
@@ -382,6 +443,45 @@ mod tests {
             close(&grads.input, &by_x, 2e-3, "input gradient");
             close(&grads.gamma, &by_gamma, 2e-3, "gamma gradient");
             close(&grads.beta, &by_beta, 2e-3, "beta gradient");
+        }
+    }
+
+    #[test]
+    fn with_relu_rectifies_the_output_and_stops_the_gradient_there() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for s in SHAPES {
+            let x = random(s.len(), &mut rng);
+            let gamma = random(s.channels, &mut rng);
+            let beta = random(s.channels, &mut rng);
+            let r = random(s.len(), &mut rng);
+            let plain = batch_norm_forward(&s, &x, &gamma, &beta, 1e-5);
+            let ours = batch_norm_relu_forward(&s, &x, &gamma, &beta, 1e-5);
+            let rectified: Vec<f64> = plain
+                .output
+                .iter()
+                .map(|&v| f64::from(v.max(0.0)))
+                .collect();
+            close(&ours.output, &rectified, 0.0, "output");
+            assert!(ours.output.contains(&0.0) && ours.output.iter().any(|&v| v > 0.0));
+            // The gradient is batch norm's for r masked where the output is zero.
+            let masked: Vec<f32> = r
+                .iter()
+                .zip(&ours.output)
+                .map(|(&g, &o)| if o > 0.0 { g } else { 0.0 })
+                .collect();
+            let (mean, var) = (&ours.mean, &ours.variance);
+            let expected = batch_norm_backward(&s, &x, &gamma, mean, var, 1e-5, &masked);
+            let grads = batch_norm_relu_backward(&s, &x, &gamma, mean, var, 1e-5, &ours.output, &r);
+            assert_eq!(grads.input, expected.input);
+            assert_eq!(grads.gamma, expected.gamma);
+            assert_eq!(grads.beta, expected.beta);
+            assert!(
+                grads
+                    .input
+                    .iter()
+                    .zip(&r)
+                    .any(|(g, r)| *g != 0.0 && *r != 0.0)
+            );
         }
     }
 

@@ -8,58 +8,101 @@ use rayon::prelude::*;
 use super::gemm::{Matrix, gemm_f32};
 use super::pool::{BLOCKED, Route, pool_relu_image, route_to_maxima};
 
-/// The shape of one fused layer: stride 1, "same" padding (`kernel / 2`),
-/// odd square kernel, 2×2 pooling with stride 2 over an even-sized plane.
+/// The shape of one convolution layer: a square kernel, the same stride and
+/// zero padding on both axes, no dilation or groups. The fused layer adds
+/// 2×2 pooling with stride 2 over the convolution's (even-sized) output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvPoolShape {
+pub struct ConvShape {
     /// Images in the batch.
     pub batch: usize,
     /// Input channels.
     pub in_channels: usize,
     /// Output channels (filters).
     pub out_channels: usize,
-    /// Input (and convolution output) height.
+    /// Input height.
     pub height: usize,
-    /// Input (and convolution output) width.
+    /// Input width.
     pub width: usize,
     /// Side of the square kernel.
     pub kernel: usize,
+    /// Step between output pixels, on both axes.
+    pub stride: usize,
+    /// Zeros added on every side of the input.
+    pub padding: usize,
 }
 
-impl ConvPoolShape {
-    /// Whether the fused kernels cover this shape.
-    pub fn is_supported(&self) -> bool {
-        self.kernel % 2 == 1
-            && self.height.is_multiple_of(2)
-            && self.width.is_multiple_of(2)
-            && self.height > 0
-            && self.width > 0
-            && self.in_channels > 0
-            && self.out_channels > 0
+impl ConvShape {
+    /// A stride-1 convolution with "same" padding (`kernel / 2`): for an
+    /// odd kernel the output plane is the input's.
+    pub fn same(
+        batch: usize,
+        in_channels: usize,
+        out_channels: usize,
+        [height, width]: [usize; 2],
+        kernel: usize,
+    ) -> Self {
+        Self {
+            batch,
+            in_channels,
+            out_channels,
+            height,
+            width,
+            kernel,
+            stride: 1,
+            padding: kernel / 2,
+        }
     }
 
-    /// Whether the plain convolution kernels cover this shape (any plane
-    /// size: no pooling follows).
+    /// Whether the convolution kernels cover this shape: the kernel fits
+    /// the padded input and nothing is empty.
     pub fn conv_is_supported(&self) -> bool {
-        self.kernel % 2 == 1
+        self.kernel > 0
+            && self.stride > 0
+            && self.kernel <= self.height + 2 * self.padding
+            && self.kernel <= self.width + 2 * self.padding
             && self.height > 0
             && self.width > 0
             && self.in_channels > 0
             && self.out_channels > 0
     }
 
-    pub(super) fn pad(&self) -> usize {
-        self.kernel / 2
+    /// Whether the fused conv → pool → relu covers this shape: a supported
+    /// convolution whose output plane has even sides.
+    pub fn is_supported(&self) -> bool {
+        self.conv_is_supported()
+            && self.out_height().is_multiple_of(2)
+            && self.out_width().is_multiple_of(2)
     }
 
-    /// Pixels per plane.
-    pub(super) fn plane(&self) -> usize {
+    /// Output height of the convolution.
+    pub fn out_height(&self) -> usize {
+        (self.height + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// Output width of the convolution.
+    pub fn out_width(&self) -> usize {
+        (self.width + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// Stride 1 and padding `kernel / 2` with an odd kernel: each unrolled
+    /// row is the input plane shifted, copied in one piece.
+    fn keeps_plane(&self) -> bool {
+        self.stride == 1 && self.kernel % 2 == 1 && self.padding == self.kernel / 2
+    }
+
+    /// Pixels per input plane.
+    pub(super) fn in_plane(&self) -> usize {
         self.height * self.width
+    }
+
+    /// Pixels per output plane of the convolution.
+    pub(super) fn out_plane(&self) -> usize {
+        self.out_height() * self.out_width()
     }
 
     /// Pixels per pooled plane.
     pub(super) fn pooled_plane(&self) -> usize {
-        (self.height / 2) * (self.width / 2)
+        (self.out_height() / 2) * (self.out_width() / 2)
     }
 
     /// Length of one unrolled receptive field: `in_channels × kernel²`,
@@ -70,7 +113,7 @@ impl ConvPoolShape {
 
     /// Elements of the input.
     pub fn input_len(&self) -> usize {
-        self.batch * self.in_channels * self.plane()
+        self.batch * self.in_channels * self.in_plane()
     }
 
     /// Elements of the weight.
@@ -85,7 +128,12 @@ impl ConvPoolShape {
 
     /// Elements of the convolution's output (before any pooling).
     pub fn conv_output_len(&self) -> usize {
-        self.batch * self.out_channels * self.plane()
+        self.batch * self.out_channels * self.out_plane()
+    }
+
+    /// Multiply-adds of the convolution's forward pass over the batch.
+    pub fn multiply_adds(&self) -> usize {
+        self.batch * self.out_channels * self.out_plane() * self.patch()
     }
 }
 
@@ -105,14 +153,14 @@ pub struct ConvPoolGrads {
 /// image is convolved into a per-thread scratch buffer and pooled from
 /// there.
 pub fn conv_pool_relu_forward(
-    shape: &ConvPoolShape,
+    shape: &ConvShape,
     input: &[f32],
     weight: &[f32],
     bias: &[f32],
 ) -> (Vec<f32>, Vec<Route>) {
     check_lengths(shape, input, weight, bias);
     let per_image_out = shape.out_channels * shape.pooled_plane();
-    let per_image_in = shape.in_channels * shape.plane();
+    let per_image_in = shape.in_channels * shape.in_plane();
     let mut output = vec![0.0f32; shape.output_len()];
     let mut routes = vec![BLOCKED; shape.output_len()];
     let images = images_per_job(shape.batch);
@@ -135,30 +183,26 @@ pub fn conv_pool_relu_forward(
     (output, routes)
 }
 
-/// The plain convolution, bias added: `[batch, out_channels, height, width]`.
-pub fn conv_same_forward(
-    shape: &ConvPoolShape,
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-) -> Vec<f32> {
+/// The plain convolution, bias added: `[batch, out_channels, out_height,
+/// out_width]`.
+pub fn conv2d_forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     check_conv_lengths(shape, input, weight, bias);
-    let per_image_out = shape.out_channels * shape.plane();
-    let per_image_in = shape.in_channels * shape.plane();
+    let per_image_out = shape.out_channels * shape.out_plane();
+    let per_image_in = shape.in_channels * shape.in_plane();
     let mut output = vec![0.0f32; shape.conv_output_len()];
     let images = images_per_job(shape.batch);
     output
         .par_chunks_mut(per_image_out * images)
         .zip(input.par_chunks(per_image_in * images))
         .for_each(|(outputs, inputs)| {
-            let mut columns = vec![0.0; shape.plane() * shape.patch()];
+            let mut columns = vec![0.0; shape.out_plane() * shape.patch()];
             for (output, image) in outputs
                 .chunks_mut(per_image_out)
                 .zip(inputs.chunks(per_image_in))
             {
                 im2col(shape, image, &mut columns);
                 convolve(shape, weight, &columns, output);
-                for (plane, b) in output.chunks_exact_mut(shape.plane()).zip(bias) {
+                for (plane, b) in output.chunks_exact_mut(shape.out_plane()).zip(bias) {
                     plane.iter_mut().for_each(|v| *v += b);
                 }
             }
@@ -168,12 +212,12 @@ pub fn conv_same_forward(
 
 /// One image's convolution without bias: `conv[o, p] = Σ_k weight[o, k] ·
 /// columns[k, p]`.
-fn convolve(shape: &ConvPoolShape, weight: &[f32], columns: &[f32], conv: &mut [f32]) {
+fn convolve(shape: &ConvShape, weight: &[f32], columns: &[f32], conv: &mut [f32]) {
     gemm_f32(
-        Matrix::row_major(conv, shape.plane()),
+        Matrix::row_major(conv, shape.out_plane()),
         (weight, shape.patch() as isize, 1),
-        (columns, shape.plane() as isize, 1),
-        (shape.out_channels, shape.plane(), shape.patch()),
+        (columns, shape.out_plane() as isize, 1),
+        (shape.out_channels, shape.out_plane(), shape.patch()),
         false,
     );
 }
@@ -184,7 +228,7 @@ fn convolve(shape: &ConvPoolShape, weight: &[f32], columns: &[f32], conv: &mut [
 /// Like PyTorch, the gradient of each pooling window goes to the first of
 /// its maxima (row-major order), and ReLU passes no gradient at zero.
 pub fn conv_pool_relu_backward(
-    shape: &ConvPoolShape,
+    shape: &ConvShape,
     input: &[f32],
     weight: &[f32],
     routes: &[Route],
@@ -195,7 +239,7 @@ pub fn conv_pool_relu_backward(
     assert_eq!(weight.len(), shape.weight_len(), "weight length");
     assert_eq!(routes.len(), shape.output_len(), "routes length");
     assert_eq!(output_grad.len(), shape.output_len(), "output_grad length");
-    let per_image_in = shape.in_channels * shape.plane();
+    let per_image_in = shape.in_channels * shape.in_plane();
     let per_image_out = shape.out_channels * shape.pooled_plane();
     backward_jobs(shape, want_input_grad, |acc, image, input_grad| {
         let range = |len: usize| image * len..(image + 1) * len;
@@ -222,8 +266,8 @@ pub fn conv_pool_relu_backward(
 
 /// The plain convolution's backward pass, given its input and weight and
 /// the gradient of its output.
-pub fn conv_same_backward(
-    shape: &ConvPoolShape,
+pub fn conv2d_backward(
+    shape: &ConvShape,
     input: &[f32],
     weight: &[f32],
     output_grad: &[f32],
@@ -240,15 +284,15 @@ pub fn conv_same_backward(
         shape.conv_output_len(),
         "output_grad length"
     );
-    let per_image_in = shape.in_channels * shape.plane();
-    let per_image_out = shape.out_channels * shape.plane();
+    let per_image_in = shape.in_channels * shape.in_plane();
+    let per_image_out = shape.out_channels * shape.out_plane();
     backward_jobs(shape, want_input_grad, |acc, image, input_grad| {
         let range = |len: usize| image * len..(image + 1) * len;
         let conv_grad = &output_grad[range(per_image_out)];
         for (bias, plane) in acc
             .bias
             .iter_mut()
-            .zip(conv_grad.chunks_exact(shape.plane()))
+            .zip(conv_grad.chunks_exact(shape.out_plane()))
         {
             *bias += plane.iter().sum::<f32>();
         }
@@ -269,11 +313,11 @@ pub fn conv_same_backward(
 /// Each job owns a run of images' input gradients (disjoint writes) and
 /// sums weight and bias gradients into its own accumulators, added up once
 /// at the end.
-fn backward_jobs<F>(shape: &ConvPoolShape, want_input_grad: bool, per_image: F) -> ConvPoolGrads
+fn backward_jobs<F>(shape: &ConvShape, want_input_grad: bool, per_image: F) -> ConvPoolGrads
 where
     F: Fn(&mut Accumulators, usize, Option<&mut [f32]>) + Sync,
 {
-    let per_image_in = shape.in_channels * shape.plane();
+    let per_image_in = shape.in_channels * shape.in_plane();
     let mut input_grad = want_input_grad.then(|| vec![0.0f32; shape.input_len()]);
     let images = images_per_job(shape.batch);
     // One entry per job: its images' input gradients, when wanted.
@@ -310,7 +354,7 @@ where
 /// its input gradient when asked for, from the gradient of its convolution
 /// output. `columns` is scratch.
 fn image_gradients(
-    shape: &ConvPoolShape,
+    shape: &ConvShape,
     weight: &[f32],
     image: &[f32],
     conv_grad: &[f32],
@@ -322,18 +366,18 @@ fn image_gradients(
     // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
     gemm_f32(
         Matrix::row_major(weight_grad, shape.patch()),
-        (conv_grad, shape.plane() as isize, 1),
-        (columns, 1, shape.plane() as isize),
-        (shape.out_channels, shape.patch(), shape.plane()),
+        (conv_grad, shape.out_plane() as isize, 1),
+        (columns, 1, shape.out_plane() as isize),
+        (shape.out_channels, shape.patch(), shape.out_plane()),
         true,
     );
     if let Some(input_grad) = input_grad {
         // columns_grad[k, p] = Σ_o weight[o, k] · conv_grad[o, p]
         gemm_f32(
-            Matrix::row_major(columns, shape.plane()),
+            Matrix::row_major(columns, shape.out_plane()),
             (weight, 1, shape.patch() as isize),
-            (conv_grad, shape.plane() as isize, 1),
-            (shape.patch(), shape.plane(), shape.out_channels),
+            (conv_grad, shape.out_plane() as isize, 1),
+            (shape.patch(), shape.out_plane(), shape.out_channels),
             false,
         );
         col2im(shape, columns, input_grad);
@@ -354,10 +398,10 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(shape: &ConvPoolShape) -> Self {
+    fn new(shape: &ConvShape) -> Self {
         Self {
-            columns: vec![0.0; shape.plane() * shape.patch()],
-            conv: vec![0.0; shape.out_channels * shape.plane()],
+            columns: vec![0.0; shape.out_plane() * shape.patch()],
+            conv: vec![0.0; shape.out_channels * shape.out_plane()],
         }
     }
 }
@@ -370,7 +414,7 @@ struct Accumulators {
 }
 
 impl Accumulators {
-    fn new(shape: &ConvPoolShape) -> Self {
+    fn new(shape: &ConvShape) -> Self {
         Self {
             scratch: Scratch::new(shape),
             weight: vec![0.0; shape.weight_len()],
@@ -389,12 +433,12 @@ impl Accumulators {
     }
 }
 
-fn check_lengths(shape: &ConvPoolShape, input: &[f32], weight: &[f32], bias: &[f32]) {
+fn check_lengths(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[f32]) {
     assert!(shape.is_supported(), "unsupported fused shape {shape:?}");
     check_conv_lengths(shape, input, weight, bias);
 }
 
-fn check_conv_lengths(shape: &ConvPoolShape, input: &[f32], weight: &[f32], bias: &[f32]) {
+fn check_conv_lengths(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[f32]) {
     assert!(
         shape.conv_is_supported(),
         "unsupported conv shape {shape:?}"
@@ -405,7 +449,7 @@ fn check_conv_lengths(shape: &ConvPoolShape, input: &[f32], weight: &[f32], bias
 }
 
 /// The columns `ox` of an output row whose input column `ox + kx - pad`
-/// lies inside a row of width `w`.
+/// lies inside a row of width `w` (stride 1, output as wide as the input).
 fn valid_columns(w: usize, kx: usize, pad: usize) -> (usize, usize) {
     let lo = pad.saturating_sub(kx).min(w);
     let hi = (w + pad).saturating_sub(kx).min(w).max(lo);
@@ -414,28 +458,77 @@ fn valid_columns(w: usize, kx: usize, pad: usize) -> (usize, usize) {
 
 /// For one kernel offset `(ky, kx)`: row `k` of the unrolled image reads
 /// pixel `p + shift` for output pixel `p`, and the range of `p` for which
-/// `p + shift` is inside the plane.
-fn shifted_span(shape: &ConvPoolShape, ky: usize, kx: usize) -> (isize, usize, usize) {
-    let pad = shape.pad() as isize;
+/// `p + shift` is inside the plane (stride 1, "same" padding).
+fn shifted_span(shape: &ConvShape, ky: usize, kx: usize) -> (isize, usize, usize) {
+    let pad = shape.padding as isize;
     let w = shape.width as isize;
-    let plane = shape.plane() as isize;
+    let plane = shape.in_plane() as isize;
     let shift = (ky as isize - pad) * w + (kx as isize - pad);
     let start = (-shift).clamp(0, plane);
     let end = (plane - shift).clamp(start, plane);
     (shift, start as usize, end as usize)
 }
 
+/// Where one kernel offset `(ky, kx)` reads for each output pixel: the
+/// output columns `ox` whose input column `ox·stride + kx − pad` is inside
+/// the image, and for output row `oy` the input row, if inside.
+#[derive(Debug, Clone, Copy)]
+struct Offset {
+    ky: usize,
+    kx: usize,
+    /// First and one-past-last output column that reads inside the image.
+    columns: (usize, usize),
+}
+
+impl Offset {
+    fn new(shape: &ConvShape, ky: usize, kx: usize) -> Self {
+        let (s, pad) = (shape.stride, shape.padding);
+        // ox·s + kx ≥ pad  and  ox·s + kx < width + pad.
+        let hi = (shape.width + pad)
+            .saturating_sub(kx)
+            .div_ceil(s)
+            .min(shape.out_width());
+        let lo = pad.saturating_sub(kx).div_ceil(s).min(hi);
+        Self {
+            ky,
+            kx,
+            columns: (lo, hi),
+        }
+    }
+
+    /// The input row output row `oy` reads, when inside the image.
+    fn input_row(&self, shape: &ConvShape, oy: usize) -> Option<usize> {
+        (oy * shape.stride + self.ky)
+            .checked_sub(shape.padding)
+            .filter(|&iy| iy < shape.height)
+    }
+
+    /// The input column of output column `lo`, the first inside (when
+    /// there is one: `lo < hi`).
+    fn first_input_column(&self, shape: &ConvShape) -> usize {
+        self.columns.0 * shape.stride + self.kx - shape.padding
+    }
+}
+
 /// Unrolls one image into `columns[k, p]`: row `k` (an input channel and
 /// kernel offset, in the weight's `[in, kh, kw]` order) holds, for every
 /// output pixel `p`, the input value that offset reads; zero over the
 /// border.
-///
-/// Within a channel, an offset reads the plane shifted by a constant, so
-/// each row is one long copy; the values that wrapped around a row edge
-/// are then zeroed (at most `pad` per image row).
-fn im2col(shape: &ConvPoolShape, image: &[f32], columns: &mut [f32]) {
-    let (w, k, pad) = (shape.width, shape.kernel, shape.pad());
-    let plane = shape.plane();
+fn im2col(shape: &ConvShape, image: &[f32], columns: &mut [f32]) {
+    if shape.keeps_plane() {
+        im2col_shifted(shape, image, columns);
+    } else {
+        im2col_rows(shape, image, columns);
+    }
+}
+
+/// [`im2col`] for stride 1 and "same" padding: within a channel, an offset
+/// reads the plane shifted by a constant, so each row is one long copy; the
+/// values that wrapped around a row edge are then zeroed (at most `pad` per
+/// image row).
+fn im2col_shifted(shape: &ConvShape, image: &[f32], columns: &mut [f32]) {
+    let (w, k, pad) = (shape.width, shape.kernel, shape.padding);
+    let plane = shape.in_plane();
     for c in 0..shape.in_channels {
         let channel = &image[c * plane..][..plane];
         for ky in 0..k {
@@ -448,6 +541,75 @@ fn im2col(shape: &ConvPoolShape, image: &[f32], columns: &mut [f32]) {
                 row[start..end].copy_from_slice(&channel[from..from + (end - start)]);
                 zero_wrapped_columns(row, w, kx, pad);
             }
+        }
+    }
+}
+
+/// [`im2col`] for any stride and padding, one output row at a time.
+fn im2col_rows(shape: &ConvShape, image: &[f32], columns: &mut [f32]) {
+    let (w, k, s) = (shape.width, shape.kernel, shape.stride);
+    let (plane, out_plane, ow) = (shape.in_plane(), shape.out_plane(), shape.out_width());
+    for c in 0..shape.in_channels {
+        let channel = &image[c * plane..][..plane];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut columns[((c * k + ky) * k + kx) * out_plane..][..out_plane];
+                let offset = Offset::new(shape, ky, kx);
+                let (lo, hi) = offset.columns;
+                if lo == hi {
+                    // This offset reads only padding.
+                    row.fill(0.0);
+                    continue;
+                }
+                let first = offset.first_input_column(shape);
+                for (oy, out) in row.chunks_exact_mut(ow).enumerate() {
+                    let Some(iy) = offset.input_row(shape, oy) else {
+                        out.fill(0.0);
+                        continue;
+                    };
+                    let input = &channel[iy * w + first..(iy + 1) * w];
+                    zero_edges(out, lo, hi);
+                    gather(&mut out[lo..hi], input, s);
+                }
+            }
+        }
+    }
+}
+
+/// Zeroes `out` outside `lo..hi` (nothing to do without padding, the
+/// common case, so no call at all).
+fn zero_edges(out: &mut [f32], lo: usize, hi: usize) {
+    if lo > 0 {
+        out[..lo].fill(0.0);
+    }
+    if hi < out.len() {
+        out[hi..].fill(0.0);
+    }
+}
+
+/// `out[j] = input[j · stride]`: a plain copy for stride 1.
+fn gather(out: &mut [f32], input: &[f32], stride: usize) {
+    if stride == 1 {
+        out.copy_from_slice(&input[..out.len()]);
+    } else if let Some(last) = out.len().checked_sub(1) {
+        // One bounds check for the whole row, none per element.
+        let input = &input[..=last * stride];
+        for (j, value) in out.iter_mut().enumerate() {
+            *value = input[j * stride];
+        }
+    }
+}
+
+/// `input[j · stride] += values[j]`, the adjoint of [`gather`].
+fn scatter_add(input: &mut [f32], values: &[f32], stride: usize) {
+    if stride == 1 {
+        for (pixel, value) in input.iter_mut().zip(values) {
+            *pixel += value;
+        }
+    } else if let Some(last) = values.len().checked_sub(1) {
+        let input = &mut input[..=last * stride];
+        for (j, value) in values.iter().enumerate() {
+            input[j * stride] += value;
         }
     }
 }
@@ -470,9 +632,17 @@ fn zero_wrapped_columns(row: &mut [f32], w: usize, kx: usize, pad: usize) {
 
 /// The adjoint of [`im2col`]: adds each unrolled value's gradient back onto
 /// the pixel it was read from. Uses `columns` as scratch.
-fn col2im(shape: &ConvPoolShape, columns: &mut [f32], image_grad: &mut [f32]) {
-    let (w, k, pad) = (shape.width, shape.kernel, shape.pad());
-    let plane = shape.plane();
+fn col2im(shape: &ConvShape, columns: &mut [f32], image_grad: &mut [f32]) {
+    if shape.keeps_plane() {
+        col2im_shifted(shape, columns, image_grad);
+    } else {
+        col2im_rows(shape, columns, image_grad);
+    }
+}
+
+fn col2im_shifted(shape: &ConvShape, columns: &mut [f32], image_grad: &mut [f32]) {
+    let (w, k, pad) = (shape.width, shape.kernel, shape.padding);
+    let plane = shape.in_plane();
     for c in 0..shape.in_channels {
         let channel = &mut image_grad[c * plane..][..plane];
         for ky in 0..k {
@@ -486,6 +656,32 @@ fn col2im(shape: &ConvPoolShape, columns: &mut [f32], image_grad: &mut [f32]) {
                     .zip(&row[start..end])
                 {
                     *d += s;
+                }
+            }
+        }
+    }
+}
+
+fn col2im_rows(shape: &ConvShape, columns: &[f32], image_grad: &mut [f32]) {
+    let (w, k, s) = (shape.width, shape.kernel, shape.stride);
+    let (plane, out_plane, ow) = (shape.in_plane(), shape.out_plane(), shape.out_width());
+    for c in 0..shape.in_channels {
+        let channel = &mut image_grad[c * plane..][..plane];
+        for ky in 0..k {
+            for kx in 0..k {
+                let offset = Offset::new(shape, ky, kx);
+                let (lo, hi) = offset.columns;
+                if lo == hi {
+                    continue;
+                }
+                let first = offset.first_input_column(shape);
+                let row = &columns[((c * k + ky) * k + kx) * out_plane..][..out_plane];
+                for (oy, out) in row.chunks_exact(ow).enumerate() {
+                    let Some(iy) = offset.input_row(shape, oy) else {
+                        continue;
+                    };
+                    let input = &mut channel[iy * w + first..(iy + 1) * w];
+                    scatter_add(input, &out[lo..hi], s);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Host (CPU) kernels for flex: `relu(max_pool_2×2(conv2d(x)))`, a plain
-//! "same" convolution, `relu(max_pool_2×2(x))` alone and batch norm in
-//! training, with their gradients.
+//! convolution of any square kernel, stride and padding,
+//! `relu(max_pool_2×2(x))` alone and batch norm (with or without a ReLU
+//! after it) in training, with their gradients.
 //!
 //! Plain `f32` slices in NCHW order, so these are tested against naive loops
 //! without any backend. The convolution is an im2col per image followed by
@@ -15,9 +16,9 @@
 //! pass is two GEMMs per image on data that is already in cache.
 //!
 //! One file per job:
-//! - [`conv`]: the convolution layers (the seed CNN's conv → pool → relu and
-//!   seed-plus's "same" convolution), im2col, col2im and their backward
-//!   passes;
+//! - [`conv`]: the convolution layers (the seed CNN's conv → pool → relu,
+//!   and the plain convolution of seed-plus, HVC and the Kaggle-style CNN),
+//!   im2col, col2im and their backward passes;
 //! - [`pool`]: 2×2 max-pooling with ReLU and its routes;
 //! - [`batch_norm`]: batch norm with the batch's own statistics;
 //! - `gemm`: the one `unsafe` call into the `gemm` crate.
@@ -29,9 +30,12 @@ pub mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use batch_norm::{NormForward, NormGrads, NormShape, batch_norm_backward, batch_norm_forward};
+pub use batch_norm::{
+    NormForward, NormGrads, NormShape, batch_norm_backward, batch_norm_forward,
+    batch_norm_relu_backward, batch_norm_relu_forward,
+};
 pub use conv::{
-    ConvPoolGrads, ConvPoolShape, conv_pool_relu_backward, conv_pool_relu_forward,
-    conv_same_backward, conv_same_forward,
+    ConvPoolGrads, ConvShape, conv_pool_relu_backward, conv_pool_relu_forward, conv2d_backward,
+    conv2d_forward,
 };
 pub use pool::{BLOCKED, Route, pool_relu_backward, pool_relu_forward};

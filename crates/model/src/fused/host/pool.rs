@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::ConvPoolShape;
+use super::conv::ConvShape;
 
 /// What the backward pass needs to know about each pooling window, one
 /// byte per pooled output: the offset (0–3, row-major) of the window's first
@@ -19,17 +19,24 @@ pub const BLOCKED: Route = u8::MAX;
 /// Bias, 2×2 max-pooling with stride 2 and ReLU for one image's
 /// convolution output, recording each window's [`Route`].
 pub(super) fn pool_relu_image(
-    shape: &ConvPoolShape,
+    shape: &ConvShape,
     conv: &[f32],
     bias: &[f32],
     output: &mut [f32],
     routes: &mut [Route],
 ) {
     let pooled = shape.pooled_plane();
-    for (o, plane) in conv.chunks_exact(shape.plane()).enumerate() {
+    for (o, plane) in conv.chunks_exact(shape.out_plane()).enumerate() {
         let out = &mut output[o * pooled..][..pooled];
         let route = &mut routes[o * pooled..][..pooled];
-        pool_relu_plane(shape.height, shape.width, plane, bias[o], out, route);
+        pool_relu_plane(
+            shape.out_height(),
+            shape.out_width(),
+            plane,
+            bias[o],
+            out,
+            route,
+        );
     }
 }
 
@@ -72,7 +79,7 @@ fn pool_relu_plane(
 /// output along the routes, and adds what it routes per channel to
 /// `bias_grad` (the bias gradient is the sum of the convolution's).
 pub(super) fn route_to_maxima(
-    shape: &ConvPoolShape,
+    shape: &ConvShape,
     routes: &[Route],
     output_grad: &[f32],
     conv_grad: &mut [f32],
@@ -81,11 +88,11 @@ pub(super) fn route_to_maxima(
     let pooled = shape.pooled_plane();
     for o in 0..shape.out_channels {
         bias_grad[o] += route_plane(
-            shape.height,
-            shape.width,
+            shape.out_height(),
+            shape.out_width(),
             &routes[o * pooled..][..pooled],
             &output_grad[o * pooled..][..pooled],
-            &mut conv_grad[o * shape.plane()..][..shape.plane()],
+            &mut conv_grad[o * shape.out_plane()..][..shape.out_plane()],
         );
     }
 }

@@ -6,24 +6,21 @@ use super::conv::*;
 use super::pool::*;
 
 /// Straightforward loops: the definition the kernels must match.
-fn naive_conv(shape: &ConvPoolShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
-    let (h, wd, k, pad) = (
-        shape.height,
-        shape.width,
-        shape.kernel,
-        shape.pad() as isize,
-    );
-    let mut out = vec![0.0; shape.batch * shape.out_channels * shape.plane()];
+fn naive_conv(shape: &ConvShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let (h, wd, k) = (shape.height, shape.width, shape.kernel);
+    let (s, pad) = (shape.stride, shape.padding as isize);
+    let (oh, ow) = (shape.out_height(), shape.out_width());
+    let mut out = vec![0.0; shape.batch * shape.out_channels * oh * ow];
     for n in 0..shape.batch {
         for o in 0..shape.out_channels {
-            for y in 0..h {
-                for xx in 0..wd {
+            for y in 0..oh {
+                for xx in 0..ow {
                     let mut acc = b[o] as f64;
                     for c in 0..shape.in_channels {
                         for ky in 0..k {
                             for kx in 0..k {
-                                let iy = y as isize + ky as isize - pad;
-                                let ix = xx as isize + kx as isize - pad;
+                                let iy = (y * s + ky) as isize - pad;
+                                let ix = (xx * s + kx) as isize - pad;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                     continue;
                                 }
@@ -34,7 +31,7 @@ fn naive_conv(shape: &ConvPoolShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32
                             }
                         }
                     }
-                    out[((n * shape.out_channels + o) * h + y) * wd + xx] = acc as f32;
+                    out[((n * shape.out_channels + o) * oh + y) * ow + xx] = acc as f32;
                 }
             }
         }
@@ -67,15 +64,35 @@ fn central_differences(v: &[f32], eps: f32, loss: impl Fn(&[f32]) -> f64) -> Vec
         .collect()
 }
 
-fn shape() -> ConvPoolShape {
-    ConvPoolShape {
-        batch: 3,
-        in_channels: 2,
-        out_channels: 4,
-        height: 6,
-        width: 8,
-        kernel: 5,
-    }
+fn shape() -> ConvShape {
+    ConvShape::same(3, 2, 4, [6, 8], 5)
+}
+
+/// Convolutions the general path takes: the Kaggle-style CNN's (3×3
+/// unpadded, 5×5 stride 2, 4×4 to a single pixel), HVC's, odd sizes with
+/// stride 2, padding wider than half the kernel, offsets that read only
+/// padding, and one "same" shape for the shifted path.
+fn general_shapes() -> Vec<ConvShape> {
+    let shape = |cin, cout, [h, w]: [usize; 2], kernel, stride, padding| ConvShape {
+        batch: 2,
+        in_channels: cin,
+        out_channels: cout,
+        height: h,
+        width: w,
+        kernel,
+        stride,
+        padding,
+    };
+    vec![
+        shape(2, 3, [8, 8], 3, 1, 0),
+        shape(3, 2, [9, 8], 5, 2, 2),
+        shape(2, 3, [4, 4], 4, 1, 0),
+        shape(1, 2, [7, 5], 3, 2, 0),
+        shape(2, 2, [5, 6], 3, 3, 1),
+        shape(1, 2, [3, 4], 3, 1, 3),
+        shape(2, 2, [2, 3], 5, 2, 3),
+        shape(2, 3, [6, 5], 5, 1, 2),
+    ]
 }
 
 #[test]
@@ -117,14 +134,7 @@ fn forward_matches_naive_convolution_pooling_and_relu() {
 /// against central differences of the naive forward pass.
 #[test]
 fn backward_matches_finite_differences() {
-    let s = ConvPoolShape {
-        batch: 2,
-        in_channels: 2,
-        out_channels: 3,
-        height: 4,
-        width: 6,
-        kernel: 3,
-    };
+    let s = ConvShape::same(2, 2, 3, [4, 6], 3);
     let x = pseudo_random(s.input_len(), 4);
     let w = pseudo_random(s.weight_len(), 5);
     let b = pseudo_random(s.out_channels, 6);
@@ -161,19 +171,12 @@ fn backward_matches_finite_differences() {
 
 #[test]
 fn plain_convolution_matches_naive_loops_on_odd_planes() {
-    let s = ConvPoolShape {
-        batch: 3,
-        in_channels: 2,
-        out_channels: 4,
-        height: 5,
-        width: 7,
-        kernel: 5,
-    };
+    let s = ConvShape::same(3, 2, 4, [5, 7], 5);
     assert!(!s.is_supported() && s.conv_is_supported());
     let x = pseudo_random(s.input_len(), 11);
     let w = pseudo_random(s.weight_len(), 12);
     let b = pseudo_random(s.out_channels, 13);
-    let got = conv_same_forward(&s, &x, &w, &b);
+    let got = conv2d_forward(&s, &x, &w, &b);
     let expected = naive_conv(&s, &x, &w, &b);
     assert_eq!(got.len(), expected.len());
     for (g, e) in got.iter().zip(&expected) {
@@ -186,14 +189,7 @@ fn plain_convolution_matches_naive_loops_on_odd_planes() {
 /// loops agree with the analytic input and weight gradients.
 #[test]
 fn plain_convolution_backward_matches_finite_differences() {
-    let s = ConvPoolShape {
-        batch: 2,
-        in_channels: 3,
-        out_channels: 2,
-        height: 3,
-        width: 5,
-        kernel: 3,
-    };
+    let s = ConvShape::same(2, 3, 2, [3, 5], 3);
     let x = pseudo_random(s.input_len(), 14);
     let w = pseudo_random(s.weight_len(), 15);
     let b = pseudo_random(s.out_channels, 16);
@@ -202,7 +198,7 @@ fn plain_convolution_backward_matches_finite_differences() {
         let out = naive_conv(&s, x, w, &b);
         out.iter().zip(&r).map(|(o, r)| (o * r) as f64).sum()
     };
-    let grads = conv_same_backward(&s, &x, &w, &r, true);
+    let grads = conv2d_backward(&s, &x, &w, &r, true);
     let eps = 1e-2f32;
     let check = |analytic: &[f32], numeric: Vec<f32>| {
         for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
@@ -214,28 +210,107 @@ fn plain_convolution_backward_matches_finite_differences() {
         central_differences(&x, eps, |x| loss(x, &w)),
     );
     check(&grads.weight, central_differences(&w, eps, |w| loss(&x, w)));
-    let plane = s.height * s.width;
+    let plane = s.out_height() * s.out_width();
     for o in 0..s.out_channels {
         let expected: f32 = (0..s.batch)
             .flat_map(|n| &r[(n * s.out_channels + o) * plane..][..plane])
             .sum();
         assert!((grads.bias[o] - expected).abs() < 1e-4);
     }
-    let without = conv_same_backward(&s, &x, &w, &r, false);
+    let without = conv2d_backward(&s, &x, &w, &r, false);
     assert!(without.input.is_none());
     assert_eq!(without.weight, grads.weight);
 }
 
 #[test]
-fn ties_send_the_gradient_to_the_first_maximum() {
-    let s = ConvPoolShape {
-        batch: 1,
-        in_channels: 1,
-        out_channels: 1,
-        height: 2,
-        width: 2,
-        kernel: 1,
+fn general_convolution_matches_naive_loops() {
+    for (i, s) in general_shapes().into_iter().enumerate() {
+        assert!(s.conv_is_supported(), "{s:?}");
+        let x = pseudo_random(s.input_len(), 20 + i as u32);
+        let w = pseudo_random(s.weight_len(), 40 + i as u32);
+        let b = pseudo_random(s.out_channels, 60 + i as u32);
+        let got = conv2d_forward(&s, &x, &w, &b);
+        let expected = naive_conv(&s, &x, &w, &b);
+        assert_eq!(got.len(), expected.len(), "{s:?}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() < 1e-5, "{s:?}: {g} vs {e}");
+        }
+    }
+}
+
+/// As for the "same" convolution: the loss is linear in input and weight,
+/// so central differences of the naive loops are exact up to rounding.
+#[test]
+fn general_convolution_backward_matches_finite_differences() {
+    for (i, s) in general_shapes().into_iter().enumerate() {
+        let x = pseudo_random(s.input_len(), 80 + i as u32);
+        let w = pseudo_random(s.weight_len(), 100 + i as u32);
+        let b = pseudo_random(s.out_channels, 120 + i as u32);
+        let r = pseudo_random(s.conv_output_len(), 140 + i as u32);
+        let loss = |x: &[f32], w: &[f32]| -> f64 {
+            let out = naive_conv(&s, x, w, &b);
+            out.iter().zip(&r).map(|(o, r)| (o * r) as f64).sum()
+        };
+        let grads = conv2d_backward(&s, &x, &w, &r, true);
+        let check = |what: &str, analytic: &[f32], numeric: Vec<f32>| {
+            for (j, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+                assert!((a - n).abs() < 1e-3, "{s:?} {what}[{j}]: {a} vs {n}");
+            }
+        };
+        let input_grad = grads.input.as_ref().unwrap();
+        check(
+            "input",
+            input_grad,
+            central_differences(&x, 1e-2, |x| loss(x, &w)),
+        );
+        check(
+            "weight",
+            &grads.weight,
+            central_differences(&w, 1e-2, |w| loss(&x, w)),
+        );
+        assert!(input_grad.iter().any(|&g| g != 0.0), "{s:?}");
+        let plane = s.out_height() * s.out_width();
+        for o in 0..s.out_channels {
+            let expected: f32 = (0..s.batch)
+                .flat_map(|n| &r[(n * s.out_channels + o) * plane..][..plane])
+                .sum();
+            assert!((grads.bias[o] - expected).abs() < 1e-4, "{s:?}");
+        }
+    }
+}
+
+/// The fused layer over a strided, unpadded convolution (an even output
+/// from an odd input) against the naive convolution pooled by hand.
+#[test]
+fn fused_layer_pools_any_even_convolution_output() {
+    let s = ConvShape {
+        stride: 2,
+        padding: 0,
+        ..ConvShape::same(2, 2, 3, [9, 9], 3)
     };
+    assert!(s.is_supported() && s.out_height() == 4);
+    let x = pseudo_random(s.input_len(), 160);
+    let w = pseudo_random(s.weight_len(), 161);
+    let b = pseudo_random(s.out_channels, 162);
+    let (out, _) = conv_pool_relu_forward(&s, &x, &w, &b);
+    let conv = naive_conv(&s, &x, &w, &b);
+    let side = s.out_height();
+    for (q, got) in out.iter().enumerate() {
+        let (plane, p) = (q / 4, q % 4);
+        let (py, px) = (p / 2, p % 2);
+        let at = |y: usize, x: usize| conv[plane * side * side + y * side + x];
+        let expected = at(2 * py, 2 * px)
+            .max(at(2 * py, 2 * px + 1))
+            .max(at(2 * py + 1, 2 * px))
+            .max(at(2 * py + 1, 2 * px + 1))
+            .max(0.0);
+        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+    }
+}
+
+#[test]
+fn ties_send_the_gradient_to_the_first_maximum() {
+    let s = ConvShape::same(1, 1, 1, [2, 2], 1);
     // A 1×1 kernel of weight 1 and bias 0 makes conv == input.
     let x = [3.0, 3.0, 1.0, 3.0];
     let (out, routes) = conv_pool_relu_forward(&s, &x, &[1.0], &[0.0]);
@@ -248,14 +323,7 @@ fn ties_send_the_gradient_to_the_first_maximum() {
 
 #[test]
 fn relu_blocks_the_gradient_of_negative_windows() {
-    let s = ConvPoolShape {
-        batch: 1,
-        in_channels: 1,
-        out_channels: 1,
-        height: 2,
-        width: 2,
-        kernel: 1,
-    };
+    let s = ConvShape::same(1, 1, 1, [2, 2], 1);
     let x = [-1.0, -2.0, -3.0, -4.0];
     let (out, routes) = conv_pool_relu_forward(&s, &x, &[1.0], &[0.0]);
     assert_eq!(out, vec![0.0]);
