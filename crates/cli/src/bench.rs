@@ -9,6 +9,11 @@
 //! average if it keeps one, and reading the loss. Inputs are seeded random
 //! images: the cost of a step does not depend on the pixel values, and no
 //! data files are needed.
+//!
+//! Then each convolution layer of the model alone (as the model runs it,
+//! with whatever it fuses in), forward and forward + backward, in GFLOP/s
+//! beside a large matrix product on the same backend: how far each layer is
+//! from the floor the machine's GEMM sets.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,6 +114,29 @@ pub struct BenchResult {
     projected_run_s: f64,
     train_images_per_s: f64,
     inference_images_per_s: f64,
+    /// A large matrix product on this backend: the floor the layers are
+    /// measured against (absent for PyTorch).
+    #[serde(default)]
+    gemm_gflops: Option<f64>,
+    /// Each convolution layer timed on its own (absent for PyTorch).
+    #[serde(default)]
+    layers: Vec<LayerTiming>,
+}
+
+/// One convolution layer, run on its own at the step's batch size.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LayerTiming {
+    name: String,
+    geometry: String,
+    /// `channels×height×width` of one image's input.
+    input: String,
+    /// Million multiply-adds of the convolution per image.
+    mmac_per_image: f64,
+    forward_ms: f64,
+    forward_gflops: f64,
+    /// Forward and backward pass.
+    train_ms: f64,
+    train_gflops: f64,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -207,10 +235,53 @@ pub fn run(args: BenchArgs) -> Result<()> {
             ratio
         );
     }
+    for r in &results {
+        print_layers(r);
+    }
     if let Some(mb) = peak_rss_mb {
         outln!("peak RSS of this process: {mb:.0} MB");
     }
     Ok(())
+}
+
+/// One backend's layers against its GEMM peak.
+fn print_layers(result: &BenchResult) {
+    let Some(peak) = result.gemm_gflops else {
+        return;
+    };
+    outln!(
+        "\n{}: each convolution alone, batch {}; a {GEMM_SIDE}³ matrix product runs at {peak:.0} GFLOP/s",
+        result.backend,
+        result.batch_size
+    );
+    outln!(
+        "{:10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>7} {:>12} {:>9} {:>7}",
+        "layer",
+        "kernel",
+        "input",
+        "MMAC/img",
+        "fwd ms",
+        "GFLOP/s",
+        "of peak",
+        "fwd+bwd ms",
+        "GFLOP/s",
+        "of peak"
+    );
+    for l in &result.layers {
+        outln!(
+            "{:10} {:>12} {:>10} {:>9.2} {:>9.2} {:>9.0} {:>6.0}% {:>12.2} {:>9.0} {:>6.0}%",
+            l.name,
+            l.geometry,
+            l.input,
+            l.mmac_per_image,
+            l.forward_ms,
+            l.forward_gflops,
+            100.0 * l.forward_gflops / peak,
+            l.train_ms,
+            l.train_gflops,
+            100.0 * l.train_gflops / peak
+        );
+    }
 }
 
 fn random_batch(rng: &mut ChaCha8Rng, n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
@@ -245,6 +316,8 @@ fn measure(
         let _ = loss.into_scalar::<f32>();
     }
     let ms_per_step = started.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let layers = time_layers(&model, batch, &train_device, &mut rng, steps.min(10));
+    let gemm_gflops = Some(gemm_gflops(device));
 
     let inference = model.valid();
     let (images, _) = random_batch(&mut rng, batch, device);
@@ -266,7 +339,84 @@ fn measure(
         projected_run_s: epoch_s * workload.epochs as f64,
         train_images_per_s: batch as f64 * 1e3 / ms_per_step,
         inference_images_per_s,
+        gemm_gflops,
+        layers,
     })
+}
+
+/// Each convolution layer of `model` on its own: `runs` forward passes,
+/// then `runs` forward + backward passes, over `batch` random inputs.
+fn time_layers(
+    model: &mnist_model::Network,
+    batch: usize,
+    device: &Device,
+    rng: &mut ChaCha8Rng,
+    runs: usize,
+) -> Vec<LayerTiming> {
+    let runs = runs.max(1);
+    model
+        .conv_layers()
+        .iter()
+        .map(|layer| {
+            let [c, h, w] = layer.input;
+            let pixels: Vec<f32> = (0..batch * c * h * w)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let mut input =
+                Tensor::<4>::from_data(TensorData::new(pixels, [batch, c, h, w]), device);
+            if layer.wants_input_grad {
+                input = input.require_grad();
+            }
+            let forward_ms = best_ms(runs, || {
+                let _ = layer.forward(input.clone()).sum().into_scalar::<f32>();
+            });
+            let train_ms = best_ms(runs, || {
+                let grads = layer.forward(input.clone()).sum().backward();
+                std::hint::black_box(grads);
+            });
+            let forward_flops = layer.forward_flops(batch);
+            LayerTiming {
+                name: layer.name.clone(),
+                geometry: layer.geometry.clone(),
+                input: format!("{c}×{h}×{w}"),
+                mmac_per_image: layer.multiply_adds as f64 / 1e6,
+                forward_ms,
+                forward_gflops: forward_flops / forward_ms / 1e6,
+                train_ms,
+                train_gflops: (forward_flops + layer.backward_flops(batch)) / train_ms / 1e6,
+            }
+        })
+        .collect()
+}
+
+/// Side of the square matrices whose product measures the GEMM peak.
+const GEMM_SIDE: usize = 1024;
+
+/// GFLOP/s of a `GEMM_SIDE`³ matrix product on `device`, the best of a few.
+fn gemm_gflops(device: &Device) -> f64 {
+    let a = Tensor::<2>::random(
+        [GEMM_SIDE, GEMM_SIDE],
+        burn::tensor::Distribution::Default,
+        device,
+    );
+    let b = a.clone().transpose();
+    let ms = best_ms(5, || {
+        let _ = a.clone().matmul(b.clone()).slice([0..1, 0..1]).into_data();
+    });
+    2.0 * (GEMM_SIDE as f64).powi(3) / ms / 1e6
+}
+
+/// The fastest of `runs` calls of `f` (after one warm-up call), in ms: the
+/// least disturbed by other work on the machine.
+fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// PyTorch's name for the device `spec` names.
@@ -352,7 +502,7 @@ mod tests {
     fn the_pytorch_twin_accepts_every_flag_it_is_given() {
         let script = std::fs::read_to_string(workspace_root().join("bench/torch_bench.py"))
             .expect("bench/torch_bench.py is in the repository");
-        for recipe in [Recipe::Notebook, Recipe::SeedPlus, Recipe::Hvc] {
+        for &recipe in <Recipe as clap::ValueEnum>::value_variants() {
             let flags = torch_flags(&workload(recipe, None).unwrap());
             for flag in flags.iter().step_by(2) {
                 assert!(

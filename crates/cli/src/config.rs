@@ -337,6 +337,9 @@ pub enum Recipe {
     /// The HVC paper's: Adam 1e-3 ×0.98 per epoch, batch 120, weight EMA 0.999,
     /// augmentation with erasing, 300 epochs (a GPU run).
     Hvc,
+    /// The Kaggle-style CNN with seed-plus's training: AdamW, one-cycle,
+    /// label smoothing, augmentation, 30 epochs.
+    Kaggle,
 }
 
 impl Recipe {
@@ -378,6 +381,11 @@ impl Recipe {
                 },
                 ..notebook
             },
+            Recipe::Kaggle => HyperParams {
+                model: ModelKind::Kaggle,
+                epochs: 30,
+                ..Recipe::SeedPlus.hyper_params()
+            },
             Recipe::Hvc => HyperParams {
                 model: ModelKind::Hvc,
                 epochs: 300,
@@ -405,7 +413,7 @@ impl Recipe {
 /// `mnist train`'s training flags: a recipe, and any of its values overridden.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainFlags {
-    /// Defaults for everything below: notebook, seed-plus or hvc.
+    /// Defaults for everything below: notebook, seed-plus, hvc or kaggle.
     #[arg(long, value_enum, default_value_t = Recipe::Notebook)]
     pub recipe: Recipe,
     /// Network [default: the recipe's; notebook: seed].
@@ -671,7 +679,7 @@ mod tests {
         assert_eq!(h.optimizer, OptimizerKind::AdamW);
         assert_eq!((h.epochs, h.augment.rotate), (3, 5.0));
         assert_eq!(h.augment.translate, 2.5, "the recipe's value stays");
-        for recipe in [Recipe::Notebook, Recipe::SeedPlus, Recipe::Hvc] {
+        for recipe in <Recipe as clap::ValueEnum>::value_variants() {
             recipe.hyper_params().validate().unwrap();
         }
     }

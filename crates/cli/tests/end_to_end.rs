@@ -252,6 +252,21 @@ fn bench_times_a_recipes_model() {
     assert_eq!(r["batch_size"], 4);
     let epoch = r["epoch_s"].as_f64().unwrap();
     assert!((r["projected_run_s"].as_f64().unwrap() - 300.0 * epoch).abs() < 1e-9 * epoch);
+    // Each of HVC's nine convolutions timed alone, beside the GEMM peak.
+    assert!(r["gemm_gflops"].as_f64().unwrap() > 0.0);
+    let layers = r["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        (0..9).map(|i| format!("convs.{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(layers[0]["input"], "1×28×28");
+    assert_eq!(layers[8]["input"], "144×12×12");
+    for layer in layers {
+        let forward = layer["forward_gflops"].as_f64().unwrap();
+        let train = layer["train_gflops"].as_f64().unwrap();
+        assert!(forward > 0.0 && train > 0.0, "{layer}");
+    }
 }
 
 #[test]

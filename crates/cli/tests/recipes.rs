@@ -128,6 +128,45 @@ fn hvc_loss_falls_in_a_short_run() {
     assert_eq!(metrics(&run)["parameters"], 1_514_268);
 }
 
+#[test]
+fn the_kaggle_cnn_trains_and_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |run: &Path| {
+        let mut cmd = mnist();
+        cmd.args(["train", "--recipe", "kaggle", "--epochs", "2"])
+            .args(["--batch-size", "50", "--train-limit", "400"])
+            .args(["--test-limit", "100", "--backend", "flex", "--out"])
+            .arg(run);
+        cmd
+    };
+    let whole = dir.path().join("whole");
+    let out = ok(&mut train(&whole));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("KaggleCNN(")
+            && stdout.contains("(6): Sequential(Conv2d(64, 128, kernel_size=(4, 4)"),
+        "{stdout}"
+    );
+    assert_eq!(metrics(&whole)["parameters"], 325_994);
+    assert_eq!(metrics(&whole)["recipe"], "kaggle");
+    let history = metrics(&whole)["history"].as_array().unwrap().clone();
+    let loss = |i: usize| history[i]["train_loss"].as_f64().unwrap();
+    assert!(loss(1) < loss(0), "loss did not fall: {history:?}");
+
+    // Its strided convolutions, batch norm + ReLU and dropout continue
+    // exactly where an interrupted run stopped.
+    let split = dir.path().join("split");
+    copy_dir(&whole, &split);
+    std::fs::remove_dir_all(split.join("checkpoints/epoch-0002")).unwrap();
+    std::fs::remove_file(split.join("model.safetensors")).unwrap();
+    ok(mnist().arg("train").arg("--resume").arg(&split));
+    let tensors = |run: &Path| read_safetensors(&run.join("model.safetensors")).unwrap();
+    assert!(
+        tensors(&whole) == tensors(&split),
+        "resumed kaggle weights differ"
+    );
+}
+
 /// Train a small seed CNN on 3,000 images; deterministic for a seed.
 fn small_model(dir: &Path, seed: &str) -> PathBuf {
     let run = dir.join(format!("seed-{seed}"));
