@@ -164,19 +164,28 @@ pub fn conv_pool_relu_forward(
     let mut output = vec![0.0f32; shape.output_len()];
     let mut routes = vec![BLOCKED; shape.output_len()];
     let images = images_per_job(shape.batch);
+    let unrolling = Unrolling::for_shape(shape);
     output
         .par_chunks_mut(per_image_out * images)
         .zip(routes.par_chunks_mut(per_image_out * images))
         .zip(input.par_chunks(per_image_in * images))
         .for_each(|((outputs, routes), inputs)| {
-            let mut scratch = Scratch::new(shape);
+            let mut scratch = Scratch::new(shape, 1);
+            let unrolling = &unrolling;
             for ((output, routes), image) in outputs
                 .chunks_mut(per_image_out)
                 .zip(routes.chunks_mut(per_image_out))
                 .zip(inputs.chunks(per_image_in))
             {
-                im2col(shape, image, &mut scratch.columns);
-                convolve(shape, weight, &scratch.columns, &mut scratch.conv);
+                let place = Placement::alone(shape);
+                im2col(shape, unrolling, image, &mut scratch.columns, place);
+                convolve(
+                    shape,
+                    weight,
+                    &scratch.columns,
+                    &mut scratch.conv,
+                    shape.out_plane(),
+                );
                 pool_relu_image(shape, &scratch.conv, bias, output, routes);
             }
         });
@@ -184,40 +193,61 @@ pub fn conv_pool_relu_forward(
 }
 
 /// The plain convolution, bias added: `[batch, out_channels, out_height,
-/// out_width]`.
+/// out_width]`. Images with small output planes share one GEMM
+/// ([`images_per_gemm`]).
 pub fn conv2d_forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     check_conv_lengths(shape, input, weight, bias);
-    let per_image_out = shape.out_channels * shape.out_plane();
+    let out_plane = shape.out_plane();
+    let per_image_out = shape.out_channels * out_plane;
     let per_image_in = shape.in_channels * shape.in_plane();
     let mut output = vec![0.0f32; shape.conv_output_len()];
-    let images = images_per_job(shape.batch);
+    let (images, group) = (images_per_job(shape.batch), images_per_gemm(shape));
+    let unrolling = &Unrolling::for_shape(shape);
     output
         .par_chunks_mut(per_image_out * images)
         .zip(input.par_chunks(per_image_in * images))
         .for_each(|(outputs, inputs)| {
-            let mut columns = vec![0.0; shape.out_plane() * shape.patch()];
-            for (output, image) in outputs
-                .chunks_mut(per_image_out)
-                .zip(inputs.chunks(per_image_in))
+            let mut scratch = Scratch::new(shape, group);
+            for (outputs, inputs) in outputs
+                .chunks_mut(per_image_out * group)
+                .zip(inputs.chunks(per_image_in * group))
             {
-                im2col(shape, image, &mut columns);
-                convolve(shape, weight, &columns, output);
-                for (plane, b) in output.chunks_exact_mut(shape.out_plane()).zip(bias) {
-                    plane.iter_mut().for_each(|v| *v += b);
+                let width = inputs.len() / per_image_in * out_plane;
+                for (i, image) in inputs.chunks(per_image_in).enumerate() {
+                    let place = Placement::in_group(shape, i, width);
+                    im2col(shape, unrolling, image, &mut scratch.columns, place);
+                }
+                if width == out_plane {
+                    convolve(shape, weight, &scratch.columns, outputs, width);
+                } else {
+                    // [out, image, pixel] from the GEMM to [image, out, pixel].
+                    convolve(shape, weight, &scratch.columns, &mut scratch.conv, width);
+                    for (i, output) in outputs.chunks_mut(per_image_out).enumerate() {
+                        for (o, plane) in output.chunks_exact_mut(out_plane).enumerate() {
+                            plane.copy_from_slice(
+                                &scratch.conv[o * width + i * out_plane..][..out_plane],
+                            );
+                        }
+                    }
+                }
+                for output in outputs.chunks_mut(per_image_out) {
+                    for (plane, b) in output.chunks_exact_mut(out_plane).zip(bias) {
+                        plane.iter_mut().for_each(|v| *v += b);
+                    }
                 }
             }
         });
     output
 }
 
-/// One image's convolution without bias: `conv[o, p] = Σ_k weight[o, k] ·
-/// columns[k, p]`.
-fn convolve(shape: &ConvShape, weight: &[f32], columns: &[f32], conv: &mut [f32]) {
+/// A group's convolution without bias: `conv[o, p] = Σ_k weight[o, k] ·
+/// columns[k, p]` over `width` columns.
+fn convolve(shape: &ConvShape, weight: &[f32], columns: &[f32], conv: &mut [f32], width: usize) {
     gemm_f32(
-        Matrix::row_major(conv, shape.out_plane()),
+        Matrix::row_major(conv, width),
         (weight, shape.patch() as isize, 1),
-        (columns, shape.out_plane() as isize, 1),
-        (shape.out_channels, shape.out_plane(), shape.patch()),
+        (columns, width as isize, 1),
+        (shape.out_channels, width, shape.patch()),
         false,
     );
 }
@@ -241,7 +271,8 @@ pub fn conv_pool_relu_backward(
     assert_eq!(output_grad.len(), shape.output_len(), "output_grad length");
     let per_image_in = shape.in_channels * shape.in_plane();
     let per_image_out = shape.out_channels * shape.pooled_plane();
-    backward_jobs(shape, want_input_grad, |acc, image, input_grad| {
+    let unrolling = Unrolling::for_shape(shape);
+    backward_jobs(shape, want_input_grad, 1, |acc, image, _, input_grad| {
         let range = |len: usize| image * len..(image + 1) * len;
         let Scratch { columns, conv } = &mut acc.scratch;
         // conv holds the convolution output's gradient.
@@ -252,8 +283,9 @@ pub fn conv_pool_relu_backward(
             conv,
             &mut acc.bias,
         );
-        image_gradients(
+        group_gradients(
             shape,
+            &unrolling,
             weight,
             &input[range(per_image_in)],
             conv,
@@ -284,38 +316,62 @@ pub fn conv2d_backward(
         shape.conv_output_len(),
         "output_grad length"
     );
+    let out_plane = shape.out_plane();
     let per_image_in = shape.in_channels * shape.in_plane();
-    let per_image_out = shape.out_channels * shape.out_plane();
-    backward_jobs(shape, want_input_grad, |acc, image, input_grad| {
-        let range = |len: usize| image * len..(image + 1) * len;
-        let conv_grad = &output_grad[range(per_image_out)];
-        for (bias, plane) in acc
-            .bias
-            .iter_mut()
-            .zip(conv_grad.chunks_exact(shape.out_plane()))
-        {
-            *bias += plane.iter().sum::<f32>();
-        }
-        image_gradients(
-            shape,
-            weight,
-            &input[range(per_image_in)],
-            conv_grad,
-            &mut acc.scratch.columns,
-            &mut acc.weight,
-            input_grad,
-        );
-    })
+    let per_image_out = shape.out_channels * out_plane;
+    let group = images_per_gemm(shape);
+    let unrolling = Unrolling::for_shape(shape);
+    backward_jobs(
+        shape,
+        want_input_grad,
+        group,
+        |acc, first, count, input_grad| {
+            let width = count * out_plane;
+            let grads = &output_grad[first * per_image_out..][..count * per_image_out];
+            let Scratch { columns, conv } = &mut acc.scratch;
+            // The GEMMs want the output's gradient as [out, image, pixel].
+            let conv_grad: &[f32] = if count == 1 {
+                grads
+            } else {
+                for (i, image) in grads.chunks_exact(per_image_out).enumerate() {
+                    for (o, plane) in image.chunks_exact(out_plane).enumerate() {
+                        conv[o * width + i * out_plane..][..out_plane].copy_from_slice(plane);
+                    }
+                }
+                &conv[..shape.out_channels * width]
+            };
+            for (bias, row) in acc.bias.iter_mut().zip(conv_grad.chunks_exact(width)) {
+                *bias += row.iter().sum::<f32>();
+            }
+            group_gradients(
+                shape,
+                &unrolling,
+                weight,
+                &input[first * per_image_in..][..count * per_image_in],
+                conv_grad,
+                columns,
+                &mut acc.weight,
+                input_grad,
+            );
+        },
+    )
 }
 
-/// Runs `per_image` over the batch in rayon jobs and sums their gradients.
+/// Runs `per_group(accumulators, first image, images, their input
+/// gradients)` over the batch, `group` images at a time, in rayon jobs and
+/// sums their gradients.
 ///
 /// Each job owns a run of images' input gradients (disjoint writes) and
 /// sums weight and bias gradients into its own accumulators, added up once
 /// at the end.
-fn backward_jobs<F>(shape: &ConvShape, want_input_grad: bool, per_image: F) -> ConvPoolGrads
+fn backward_jobs<F>(
+    shape: &ConvShape,
+    want_input_grad: bool,
+    group: usize,
+    per_group: F,
+) -> ConvPoolGrads
 where
-    F: Fn(&mut Accumulators, usize, Option<&mut [f32]>) + Sync,
+    F: Fn(&mut Accumulators, usize, usize, Option<&mut [f32]>) + Sync,
 {
     let per_image_in = shape.in_channels * shape.in_plane();
     let mut input_grad = want_input_grad.then(|| vec![0.0f32; shape.input_len()]);
@@ -329,10 +385,17 @@ where
         .into_par_iter()
         .enumerate()
         .map(|(job, grads)| {
-            let mut acc = Accumulators::new(shape);
-            let mut grads = grads.map(|g| g.chunks_mut(per_image_in));
-            for image in job * images..((job + 1) * images).min(shape.batch) {
-                per_image(&mut acc, image, grads.as_mut().and_then(Iterator::next));
+            let mut acc = Accumulators::new(shape, group);
+            let mut grads = grads.map(|g| g.chunks_mut(per_image_in * group));
+            let end = ((job + 1) * images).min(shape.batch);
+            for first in (job * images..end).step_by(group) {
+                let count = group.min(end - first);
+                per_group(
+                    &mut acc,
+                    first,
+                    count,
+                    grads.as_mut().and_then(Iterator::next),
+                );
             }
             acc
         })
@@ -342,7 +405,7 @@ where
     let totals = jobs
         .into_iter()
         .reduce(Accumulators::merge)
-        .unwrap_or_else(|| Accumulators::new(shape));
+        .unwrap_or_else(|| Accumulators::new(shape, 1));
     ConvPoolGrads {
         input: input_grad,
         weight: totals.weight,
@@ -350,37 +413,95 @@ where
     }
 }
 
-/// One image's share of the weight gradient, added to `weight_grad`, and
-/// its input gradient when asked for, from the gradient of its convolution
-/// output. `columns` is scratch.
-fn image_gradients(
+/// A group of images' share of the weight gradient, added to
+/// `weight_grad`, and their input gradients when asked for, from the
+/// gradient of their convolution output laid out `[out, image, pixel]`.
+/// `columns` is scratch.
+#[allow(clippy::too_many_arguments)]
+fn group_gradients(
     shape: &ConvShape,
+    unrolling: &Unrolling,
     weight: &[f32],
-    image: &[f32],
+    images: &[f32],
     conv_grad: &[f32],
     columns: &mut [f32],
     weight_grad: &mut [f32],
     input_grad: Option<&mut [f32]>,
 ) {
-    im2col(shape, image, columns);
+    let per_image_in = shape.in_channels * shape.in_plane();
+    let width = images.len() / per_image_in * shape.out_plane();
+    for (i, image) in images.chunks(per_image_in).enumerate() {
+        im2col(
+            shape,
+            unrolling,
+            image,
+            columns,
+            Placement::in_group(shape, i, width),
+        );
+    }
     // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
     gemm_f32(
         Matrix::row_major(weight_grad, shape.patch()),
-        (conv_grad, shape.out_plane() as isize, 1),
-        (columns, 1, shape.out_plane() as isize),
-        (shape.out_channels, shape.patch(), shape.out_plane()),
+        (conv_grad, width as isize, 1),
+        (columns, 1, width as isize),
+        (shape.out_channels, shape.patch(), width),
         true,
     );
     if let Some(input_grad) = input_grad {
         // columns_grad[k, p] = Σ_o weight[o, k] · conv_grad[o, p]
         gemm_f32(
-            Matrix::row_major(columns, shape.out_plane()),
+            Matrix::row_major(columns, width),
             (weight, 1, shape.patch() as isize),
-            (conv_grad, shape.out_plane() as isize, 1),
-            (shape.patch(), shape.out_plane(), shape.out_channels),
+            (conv_grad, width as isize, 1),
+            (shape.patch(), width, shape.out_channels),
             false,
         );
-        col2im(shape, columns, input_grad);
+        for (i, image_grad) in input_grad.chunks_mut(per_image_in).enumerate() {
+            let place = Placement::in_group(shape, i, width);
+            col2im(shape, unrolling, columns, image_grad, place);
+        }
+    }
+}
+
+/// Output pixels one GEMM of the plain convolution should cover: images
+/// whose planes are smaller share a GEMM (a 4×4 map alone makes a product
+/// 16 columns wide, a 1×1 map a matrix–vector product).
+const GEMM_COLUMNS: usize = 512;
+
+/// Images per GEMM in the plain convolution (see [`GEMM_COLUMNS`]).
+fn images_per_gemm(shape: &ConvShape) -> usize {
+    (GEMM_COLUMNS / shape.out_plane()).clamp(1, images_per_job(shape.batch))
+}
+
+/// Where one image's unrolled columns sit in a buffer shared by a group of
+/// images: its row `k` starts at `k · row_stride + offset`.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    row_stride: usize,
+    offset: usize,
+}
+
+impl Placement {
+    /// The image alone in the buffer.
+    fn alone(shape: &ConvShape) -> Self {
+        Self {
+            row_stride: shape.out_plane(),
+            offset: 0,
+        }
+    }
+
+    /// Image `i` of a group whose rows are `width` columns wide.
+    fn in_group(shape: &ConvShape, i: usize, width: usize) -> Self {
+        Self {
+            row_stride: width,
+            offset: i * shape.out_plane(),
+        }
+    }
+
+    /// The part of `columns` holding row `k` of this image.
+    fn row(self, k: usize, len: usize) -> std::ops::Range<usize> {
+        let start = k * self.row_stride + self.offset;
+        start..start + len
     }
 }
 
@@ -390,18 +511,20 @@ fn images_per_job(batch: usize) -> usize {
     batch.div_ceil(2 * rayon::current_num_threads()).max(1)
 }
 
-/// A job's per-image buffers, reused across its images: the unrolled
-/// image, and the convolution output (forward) or its gradient (backward).
+/// A job's buffers, reused across its groups of images: the unrolled
+/// images, and the convolution output (forward) or its gradient
+/// (backward), for `group` images.
 struct Scratch {
     columns: Vec<f32>,
     conv: Vec<f32>,
 }
 
 impl Scratch {
-    fn new(shape: &ConvShape) -> Self {
+    fn new(shape: &ConvShape, group: usize) -> Self {
+        let width = group * shape.out_plane();
         Self {
-            columns: vec![0.0; shape.out_plane() * shape.patch()],
-            conv: vec![0.0; shape.out_channels * shape.out_plane()],
+            columns: vec![0.0; width * shape.patch()],
+            conv: vec![0.0; shape.out_channels * width],
         }
     }
 }
@@ -414,9 +537,9 @@ struct Accumulators {
 }
 
 impl Accumulators {
-    fn new(shape: &ConvShape) -> Self {
+    fn new(shape: &ConvShape, group: usize) -> Self {
         Self {
-            scratch: Scratch::new(shape),
+            scratch: Scratch::new(shape, group),
             weight: vec![0.0; shape.weight_len()],
             bias: vec![0.0; shape.out_channels],
         }
@@ -514,11 +637,115 @@ impl Offset {
 /// kernel offset, in the weight's `[in, kh, kw]` order) holds, for every
 /// output pixel `p`, the input value that offset reads; zero over the
 /// border.
-fn im2col(shape: &ConvShape, image: &[f32], columns: &mut [f32]) {
-    if shape.keeps_plane() {
-        im2col_shifted(shape, image, columns);
-    } else {
-        im2col_rows(shape, image, columns);
+fn im2col(
+    shape: &ConvShape,
+    unrolling: &Unrolling,
+    image: &[f32],
+    columns: &mut [f32],
+    place: Placement,
+) {
+    match unrolling {
+        Unrolling::Shifted => im2col_shifted(shape, image, columns, place),
+        Unrolling::Rows => im2col_rows(shape, image, columns, place),
+        Unrolling::Gather(map) => im2col_gather(shape, map, image, columns, place),
+    }
+}
+
+/// How [`im2col`] reads the images of one layer shape, chosen once per
+/// call of a kernel.
+pub(super) enum Unrolling {
+    /// Stride 1, "same" padding: each row of the unrolled image is the
+    /// plane shifted, one long copy.
+    Shifted,
+    /// Stride 1 over wide output rows: one copy per output row.
+    Rows,
+    /// Strided or narrow output: for each kernel offset, the plane index
+    /// each output pixel reads ([`PADDING`] where it reads a zero), so
+    /// short rows cost no per-row set-up.
+    Gather(Vec<u32>),
+}
+
+/// The [`Unrolling::Gather`] index of an output pixel that reads padding.
+const PADDING: u32 = u32::MAX;
+
+/// Output rows at least this wide are copied row by row; narrower ones,
+/// and every strided convolution, are gathered through an index map.
+const WIDE_ROW: usize = 16;
+
+impl Unrolling {
+    pub(super) fn for_shape(shape: &ConvShape) -> Self {
+        if shape.keeps_plane() {
+            Unrolling::Shifted
+        } else if shape.stride == 1 && shape.out_width() >= WIDE_ROW {
+            Unrolling::Rows
+        } else {
+            Unrolling::Gather(gather_map(shape))
+        }
+    }
+}
+
+/// For each kernel offset `(ky, kx)` (row-major) and output pixel, the
+/// index in the input plane it reads, or [`PADDING`].
+fn gather_map(shape: &ConvShape) -> Vec<u32> {
+    let (k, s, pad) = (shape.kernel, shape.stride, shape.padding);
+    let mut map = Vec::with_capacity(k * k * shape.out_plane());
+    for ky in 0..k {
+        for kx in 0..k {
+            for oy in 0..shape.out_height() {
+                for ox in 0..shape.out_width() {
+                    let iy = (oy * s + ky).checked_sub(pad).filter(|&y| y < shape.height);
+                    let ix = (ox * s + kx).checked_sub(pad).filter(|&x| x < shape.width);
+                    map.push(match (iy, ix) {
+                        (Some(y), Some(x)) => (y * shape.width + x) as u32,
+                        _ => PADDING,
+                    });
+                }
+            }
+        }
+    }
+    map
+}
+
+/// [`im2col`] through a gather map: `row[p] = plane[map[p]]`, zero where
+/// the map says padding (an index past the plane reads nothing).
+fn im2col_gather(
+    shape: &ConvShape,
+    map: &[u32],
+    image: &[f32],
+    columns: &mut [f32],
+    place: Placement,
+) {
+    let (plane, out_plane, offsets) = (shape.in_plane(), shape.out_plane(), shape.kernel.pow(2));
+    for c in 0..shape.in_channels {
+        let channel = &image[c * plane..][..plane];
+        for (kk, indices) in map.chunks_exact(out_plane).enumerate() {
+            let row = &mut columns[place.row(c * offsets + kk, out_plane)];
+            for (value, &index) in row.iter_mut().zip(indices) {
+                *value = channel.get(index as usize).copied().unwrap_or(0.0);
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_gather`].
+fn col2im_gather(
+    shape: &ConvShape,
+    map: &[u32],
+    columns: &[f32],
+    image_grad: &mut [f32],
+    place: Placement,
+) {
+    let (plane, out_plane, offsets) = (shape.in_plane(), shape.out_plane(), shape.kernel.pow(2));
+    for c in 0..shape.in_channels {
+        let channel = &mut image_grad[c * plane..][..plane];
+        for (kk, indices) in map.chunks_exact(out_plane).enumerate() {
+            let row = &columns[place.row(c * offsets + kk, out_plane)];
+            for (value, &index) in row.iter().zip(indices) {
+                if let Some(pixel) = channel.get_mut(index as usize) {
+                    *pixel += value;
+                }
+            }
+        }
     }
 }
 
@@ -526,14 +753,14 @@ fn im2col(shape: &ConvShape, image: &[f32], columns: &mut [f32]) {
 /// reads the plane shifted by a constant, so each row is one long copy; the
 /// values that wrapped around a row edge are then zeroed (at most `pad` per
 /// image row).
-fn im2col_shifted(shape: &ConvShape, image: &[f32], columns: &mut [f32]) {
+fn im2col_shifted(shape: &ConvShape, image: &[f32], columns: &mut [f32], place: Placement) {
     let (w, k, pad) = (shape.width, shape.kernel, shape.padding);
     let plane = shape.in_plane();
     for c in 0..shape.in_channels {
         let channel = &image[c * plane..][..plane];
         for ky in 0..k {
             for kx in 0..k {
-                let row = &mut columns[((c * k + ky) * k + kx) * plane..][..plane];
+                let row = &mut columns[place.row((c * k + ky) * k + kx, plane)];
                 let (shift, start, end) = shifted_span(shape, ky, kx);
                 row[..start].fill(0.0);
                 row[end..].fill(0.0);
@@ -546,14 +773,14 @@ fn im2col_shifted(shape: &ConvShape, image: &[f32], columns: &mut [f32]) {
 }
 
 /// [`im2col`] for any stride and padding, one output row at a time.
-fn im2col_rows(shape: &ConvShape, image: &[f32], columns: &mut [f32]) {
+fn im2col_rows(shape: &ConvShape, image: &[f32], columns: &mut [f32], place: Placement) {
     let (w, k, s) = (shape.width, shape.kernel, shape.stride);
     let (plane, out_plane, ow) = (shape.in_plane(), shape.out_plane(), shape.out_width());
     for c in 0..shape.in_channels {
         let channel = &image[c * plane..][..plane];
         for ky in 0..k {
             for kx in 0..k {
-                let row = &mut columns[((c * k + ky) * k + kx) * out_plane..][..out_plane];
+                let row = &mut columns[place.row((c * k + ky) * k + kx, out_plane)];
                 let offset = Offset::new(shape, ky, kx);
                 let (lo, hi) = offset.columns;
                 if lo == hi {
@@ -632,22 +859,33 @@ fn zero_wrapped_columns(row: &mut [f32], w: usize, kx: usize, pad: usize) {
 
 /// The adjoint of [`im2col`]: adds each unrolled value's gradient back onto
 /// the pixel it was read from. Uses `columns` as scratch.
-fn col2im(shape: &ConvShape, columns: &mut [f32], image_grad: &mut [f32]) {
-    if shape.keeps_plane() {
-        col2im_shifted(shape, columns, image_grad);
-    } else {
-        col2im_rows(shape, columns, image_grad);
+fn col2im(
+    shape: &ConvShape,
+    unrolling: &Unrolling,
+    columns: &mut [f32],
+    image_grad: &mut [f32],
+    place: Placement,
+) {
+    match unrolling {
+        Unrolling::Shifted => col2im_shifted(shape, columns, image_grad, place),
+        Unrolling::Rows => col2im_rows(shape, columns, image_grad, place),
+        Unrolling::Gather(map) => col2im_gather(shape, map, columns, image_grad, place),
     }
 }
 
-fn col2im_shifted(shape: &ConvShape, columns: &mut [f32], image_grad: &mut [f32]) {
+fn col2im_shifted(
+    shape: &ConvShape,
+    columns: &mut [f32],
+    image_grad: &mut [f32],
+    place: Placement,
+) {
     let (w, k, pad) = (shape.width, shape.kernel, shape.padding);
     let plane = shape.in_plane();
     for c in 0..shape.in_channels {
         let channel = &mut image_grad[c * plane..][..plane];
         for ky in 0..k {
             for kx in 0..k {
-                let row = &mut columns[((c * k + ky) * k + kx) * plane..][..plane];
+                let row = &mut columns[place.row((c * k + ky) * k + kx, plane)];
                 zero_wrapped_columns(row, w, kx, pad);
                 let (shift, start, end) = shifted_span(shape, ky, kx);
                 let from = (start as isize + shift) as usize;
@@ -662,7 +900,7 @@ fn col2im_shifted(shape: &ConvShape, columns: &mut [f32], image_grad: &mut [f32]
     }
 }
 
-fn col2im_rows(shape: &ConvShape, columns: &[f32], image_grad: &mut [f32]) {
+fn col2im_rows(shape: &ConvShape, columns: &[f32], image_grad: &mut [f32], place: Placement) {
     let (w, k, s) = (shape.width, shape.kernel, shape.stride);
     let (plane, out_plane, ow) = (shape.in_plane(), shape.out_plane(), shape.out_width());
     for c in 0..shape.in_channels {
@@ -675,7 +913,7 @@ fn col2im_rows(shape: &ConvShape, columns: &[f32], image_grad: &mut [f32]) {
                     continue;
                 }
                 let first = offset.first_input_column(shape);
-                let row = &columns[((c * k + ky) * k + kx) * out_plane..][..out_plane];
+                let row = &columns[place.row((c * k + ky) * k + kx, out_plane)];
                 for (oy, out) in row.chunks_exact(ow).enumerate() {
                     let Some(iy) = offset.input_row(shape, oy) else {
                         continue;

@@ -71,7 +71,8 @@ fn shape() -> ConvShape {
 /// Convolutions the general path takes: the Kaggle-style CNN's (3×3
 /// unpadded, 5×5 stride 2, 4×4 to a single pixel), HVC's, odd sizes with
 /// stride 2, padding wider than half the kernel, offsets that read only
-/// padding, and one "same" shape for the shifted path.
+/// padding, one "same" shape for the shifted path and wide rows for the
+/// row-by-row copy.
 fn general_shapes() -> Vec<ConvShape> {
     let shape = |cin, cout, [h, w]: [usize; 2], kernel, stride, padding| ConvShape {
         batch: 2,
@@ -92,6 +93,9 @@ fn general_shapes() -> Vec<ConvShape> {
         shape(1, 2, [3, 4], 3, 1, 3),
         shape(2, 2, [2, 3], 5, 2, 3),
         shape(2, 3, [6, 5], 5, 1, 2),
+        // Output rows of 16 and more are copied row by row, not gathered.
+        shape(2, 2, [5, 20], 3, 1, 0),
+        shape(1, 2, [4, 19], 3, 1, 2),
     ]
 }
 
@@ -275,6 +279,57 @@ fn general_convolution_backward_matches_finite_differences() {
                 .flat_map(|n| &r[(n * s.out_channels + o) * plane..][..plane])
                 .sum();
             assert!((grads.bias[o] - expected).abs() < 1e-4, "{s:?}");
+        }
+    }
+}
+
+/// Images with small planes share one GEMM: a batch big enough to form
+/// groups (with a short last group) gives, image for image, what each image
+/// alone gives, forward and backward.
+#[test]
+fn grouped_images_match_images_alone() {
+    for (kernel, stride, padding, side) in [(3, 1, 0, 6), (5, 2, 2, 8), (4, 1, 0, 4)] {
+        let s = ConvShape {
+            batch: 37,
+            in_channels: 3,
+            out_channels: 4,
+            height: side,
+            width: side,
+            kernel,
+            stride,
+            padding,
+        };
+        let one = ConvShape { batch: 1, ..s };
+        let x = pseudo_random(s.input_len(), 170);
+        let w = pseudo_random(s.weight_len(), 171);
+        let b = pseudo_random(s.out_channels, 172);
+        let r = pseudo_random(s.conv_output_len(), 173);
+        let out = conv2d_forward(&s, &x, &w, &b);
+        let grads = conv2d_backward(&s, &x, &w, &r, true);
+        let (per_in, per_out) = (one.input_len(), one.conv_output_len());
+        let mut weight = vec![0.0f32; s.weight_len()];
+        for n in 0..s.batch {
+            let xi = &x[n * per_in..][..per_in];
+            let ri = &r[n * per_out..][..per_out];
+            let alone = conv2d_forward(&one, xi, &w, &b);
+            for (g, e) in out[n * per_out..][..per_out].iter().zip(&alone) {
+                assert!((g - e).abs() < 1e-5, "{s:?} image {n}: {g} vs {e}");
+            }
+            let alone = conv2d_backward(&one, xi, &w, ri, true);
+            let input = &grads.input.as_ref().unwrap()[n * per_in..][..per_in];
+            for (g, e) in input.iter().zip(alone.input.as_ref().unwrap()) {
+                assert!(
+                    (g - e).abs() < 1e-5,
+                    "{s:?} image {n} input grad: {g} vs {e}"
+                );
+            }
+            weight
+                .iter_mut()
+                .zip(&alone.weight)
+                .for_each(|(t, v)| *t += v);
+        }
+        for (g, e) in grads.weight.iter().zip(&weight) {
+            assert!((g - e).abs() < 1e-3, "{s:?} weight grad: {g} vs {e}");
         }
     }
 }
