@@ -193,8 +193,8 @@ pub fn conv_pool_relu_forward(
 }
 
 /// The plain convolution, bias added: `[batch, out_channels, out_height,
-/// out_width]`. Images with small output planes share one GEMM
-/// ([`images_per_gemm`]).
+/// out_width]`. Images with small output planes share one GEMM, up to
+/// 512 output pixels' worth.
 pub fn conv2d_forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     check_conv_lengths(shape, input, weight, bias);
     let out_plane = shape.out_plane();
