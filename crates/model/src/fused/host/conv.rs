@@ -1,7 +1,13 @@
-//! The convolution kernels: im2col per image, then one GEMM; the seed
-//! CNN's `relu(max_pool_2×2(conv2d(x)))` with the bias, pooling and ReLU
-//! applied while the GEMM's output is in cache, and seed-plus's plain "same"
-//! convolution; each with its backward pass (two GEMMs per image).
+//! The convolution kernels: im2col, then one GEMM; the seed CNN's
+//! `relu(max_pool_2×2(conv2d(x)))` with the bias, pooling and ReLU applied
+//! while each image's GEMM output is in cache, and the plain convolution of
+//! any square kernel, stride and padding (seed-plus, HVC, the Kaggle-style
+//! CNN), where images with small output planes share one GEMM; each with
+//! its backward pass (two GEMMs: weight and input gradients).
+//!
+//! im2col unrolls an image one of three ways (`Unrolling`): the whole
+//! plane shifted for stride-1 "same" layers, one copy per output row for
+//! wide stride-1 rows, and an index gather for strided or narrow layers.
 
 use rayon::prelude::*;
 
@@ -653,7 +659,7 @@ fn im2col(
 
 /// How [`im2col`] reads the images of one layer shape, chosen once per
 /// call of a kernel.
-pub(super) enum Unrolling {
+enum Unrolling {
     /// Stride 1, "same" padding: each row of the unrolled image is the
     /// plane shifted, one long copy.
     Shifted,
@@ -673,7 +679,7 @@ const PADDING: u32 = u32::MAX;
 const WIDE_ROW: usize = 16;
 
 impl Unrolling {
-    pub(super) fn for_shape(shape: &ConvShape) -> Self {
+    fn for_shape(shape: &ConvShape) -> Self {
         if shape.keeps_plane() {
             Unrolling::Shifted
         } else if shape.stride == 1 && shape.out_width() >= WIDE_ROW {

@@ -4,10 +4,11 @@
 //! after it) in training, with their gradients.
 //!
 //! Plain `f32` slices in NCHW order, so these are tested against naive loops
-//! without any backend. The convolution is an im2col per image followed by
-//! one GEMM (the `gemm` crate, the same one Burn's flex backend uses), with
-//! rayon spreading images over the cores; the bias, the pooling and the ReLU
-//! are applied in the same pass that reads the GEMM's output.
+//! without any backend. The convolution is an im2col of one image (or of a
+//! few, when their output planes are small) followed by one GEMM (the
+//! `gemm` crate, the same one Burn's flex backend uses), with rayon
+//! spreading images over the cores; the bias, the pooling and the ReLU are
+//! applied in the same pass that reads the GEMM's output.
 //!
 //! Why this beats the unfused path: Burn computes the weight and input
 //! gradients of a convolution through generic transposed convolutions
