@@ -43,6 +43,21 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A copy of the two-epoch run `whole` in `split`, its second epoch's
+/// checkpoint and final weights removed (as if interrupted after epoch 1),
+/// resumes to exactly `whole`'s weights.
+fn assert_resumes_to_the_same_weights(whole: &Path, split: &Path, what: &str) {
+    copy_dir(whole, split);
+    std::fs::remove_dir_all(split.join("checkpoints/epoch-0002")).unwrap();
+    std::fs::remove_file(split.join("model.safetensors")).unwrap();
+    ok(mnist().arg("train").arg("--resume").arg(split));
+    let tensors = |run: &Path| read_safetensors(&run.join("model.safetensors")).unwrap();
+    assert!(
+        tensors(whole) == tensors(split),
+        "resumed {what} weights differ"
+    );
+}
+
 fn metrics(run: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap()
 }
@@ -77,16 +92,7 @@ fn seed_plus_trains_averages_and_resumes_to_the_same_weights() {
     // the final weights gone), then resumed: the same weights, so
     // augmentation, dropout, batch norm, the one-cycle schedule and the
     // average all continue exactly where they stopped.
-    let split = dir.path().join("split");
-    copy_dir(&whole, &split);
-    std::fs::remove_dir_all(split.join("checkpoints/epoch-0002")).unwrap();
-    std::fs::remove_file(split.join("model.safetensors")).unwrap();
-    ok(mnist().arg("train").arg("--resume").arg(&split));
-    let tensors = |run: &Path| read_safetensors(&run.join("model.safetensors")).unwrap();
-    assert!(
-        tensors(&whole) == tensors(&split),
-        "resumed seed-plus weights differ"
-    );
+    assert_resumes_to_the_same_weights(&whole, &dir.path().join("split"), "seed-plus");
 
     // The weights file says which model it holds: eval needs no --model.
     let eval = ok(mnist()
@@ -155,16 +161,7 @@ fn the_kaggle_cnn_trains_and_resumes_to_the_same_weights() {
 
     // Its strided convolutions, batch norm + ReLU and dropout continue
     // exactly where an interrupted run stopped.
-    let split = dir.path().join("split");
-    copy_dir(&whole, &split);
-    std::fs::remove_dir_all(split.join("checkpoints/epoch-0002")).unwrap();
-    std::fs::remove_file(split.join("model.safetensors")).unwrap();
-    ok(mnist().arg("train").arg("--resume").arg(&split));
-    let tensors = |run: &Path| read_safetensors(&run.join("model.safetensors")).unwrap();
-    assert!(
-        tensors(&whole) == tensors(&split),
-        "resumed kaggle weights differ"
-    );
+    assert_resumes_to_the_same_weights(&whole, &dir.path().join("split"), "kaggle");
 }
 
 /// Train a small seed CNN on 3,000 images; deterministic for a seed.

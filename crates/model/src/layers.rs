@@ -4,12 +4,11 @@
 //! its shapes and multiply-adds, so `mnist bench` can time each on its own
 //! and say how far it is from the machine's GEMM peak.
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
 use crate::Network;
-use crate::fused::{conv, conv_pool_relu};
+use crate::fused::{conv, conv_pool_relu, conv_spec};
 
 /// One convolution layer of a model, ready to run on its own.
 pub struct LayerProbe<'a> {
@@ -49,14 +48,11 @@ impl LayerProbe<'_> {
     }
 }
 
-/// Kernel side, stride and padding of a square convolution.
+/// Kernel side, stride and padding of one of the models' convolutions,
+/// all of which [`conv`] covers.
 fn geometry(layer: &Conv2d) -> (usize, usize, usize) {
-    let kernel = layer.weight.dims()[2];
-    let padding = match layer.padding {
-        PaddingConfig2d::Explicit(top, ..) => top,
-        _ => 0,
-    };
-    (kernel, layer.stride[0], padding)
+    let spec = conv_spec(layer).expect("the models' convolutions are square and evenly padded");
+    (layer.weight.dims()[2], spec.stride, spec.padding)
 }
 
 /// A probe for `layer` on `input`, its output side divided by `pool`

@@ -356,12 +356,15 @@ mod tch_impl {
     }
 }
 
-/// Batch norm as one autodiff node.
+/// Batch norm, alone or followed by a ReLU, as one autodiff node. Its state
+/// is what batch norm saves and, with a ReLU, the rectified output: its
+/// zeros are where the ReLU stopped the gradient (the next layer holds the
+/// same tensor, so keeping it costs no memory).
 #[derive(Debug)]
 struct BatchNormBackward;
 
 impl<B: BatchNormKernels> Backward<B, 3> for BatchNormBackward {
-    type State = NormSaved<B>;
+    type State = (NormSaved<B>, Option<FloatTensor<B>>);
 
     fn backward(
         self,
@@ -371,8 +374,12 @@ impl<B: BatchNormKernels> Backward<B, 3> for BatchNormBackward {
     ) {
         let [x, gamma, beta] = ops.parents.map(|node| node.map(|node| node.id));
         let output_grad = grads.consume::<B>(&ops.node);
-        let (x_grad, gamma_grad, beta_grad) =
-            B::batch_norm_batch_stats_backward(ops.state, output_grad);
+        let (x_grad, gamma_grad, beta_grad) = match ops.state {
+            (saved, None) => B::batch_norm_batch_stats_backward(saved, output_grad),
+            (saved, Some(output)) => {
+                B::batch_norm_relu_batch_stats_backward(saved, output, output_grad)
+            }
+        };
         for (id, grad) in [(x, x_grad), (gamma, gamma_grad), (beta, beta_grad)] {
             if let Some(id) = id {
                 grads.register::<B>(id, grad);
@@ -388,40 +395,7 @@ impl<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy> BatchNormOps for
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let guards = [x.node(), gamma.node(), beta.node()];
-        let (x, gamma, beta) = (
-            x.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-        );
-        let (output, mean, variance) = match BatchNormBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (output, mean, variance) =
-                    B::batch_norm_batch_stats(x.clone(), gamma.clone(), beta, epsilon);
-                let saved = NormSaved {
-                    x,
-                    gamma,
-                    mean: mean.clone(),
-                    variance: variance.clone(),
-                    epsilon,
-                };
-                (prep.finish(saved, output), mean, variance)
-            }
-            OpsKind::UnTracked(prep) => {
-                let (output, mean, variance) = B::batch_norm_batch_stats(x, gamma, beta, epsilon);
-                (prep.finish(output), mean, variance)
-            }
-        };
-        // The statistics feed running averages only: constants to autodiff.
-        (
-            output,
-            FloatTensor::<Self>::new(mean),
-            FloatTensor::<Self>::new(variance),
-        )
+        tracked::<B, C>(x, gamma, beta, epsilon, false)
     }
 
     fn batch_norm_relu_batch_stats(
@@ -430,82 +404,63 @@ impl<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy> BatchNormOps for
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let guards = [x.node(), gamma.node(), beta.node()];
-        let (x, gamma, beta) = (
-            x.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-        );
-        let (output, mean, variance) = match BatchNormReluBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (output, mean, variance) =
-                    B::batch_norm_relu_batch_stats(x.clone(), gamma.clone(), beta, epsilon);
-                let norm = NormSaved {
-                    x,
-                    gamma,
-                    mean: mean.clone(),
-                    variance: variance.clone(),
-                    epsilon,
-                };
-                let saved = NormReluSaved {
-                    norm,
-                    output: output.clone(),
-                };
-                (prep.finish(saved, output), mean, variance)
-            }
-            OpsKind::UnTracked(prep) => {
-                let (output, mean, variance) =
-                    B::batch_norm_relu_batch_stats(x, gamma, beta, epsilon);
-                (prep.finish(output), mean, variance)
-            }
-        };
-        (
-            output,
-            FloatTensor::<Self>::new(mean),
-            FloatTensor::<Self>::new(variance),
-        )
+        tracked::<B, C>(x, gamma, beta, epsilon, true)
     }
 }
 
-/// What batch norm followed by a ReLU keeps for its backward pass: batch
-/// norm's own, and the output, whose zeros are where the ReLU stopped the
-/// gradient (the next layer holds the same tensor, so this costs no memory).
-#[derive(Debug, Clone)]
-pub struct NormReluSaved<B: Backend> {
-    /// What batch norm alone saves.
-    pub norm: NormSaved<B>,
-    /// The rectified output.
-    pub output: FloatTensor<B>,
-}
+/// Batch norm's output, batch means and batch variances.
+type NormOutputs<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
-/// Batch norm followed by a ReLU as one autodiff node.
-#[derive(Debug)]
-struct BatchNormReluBackward;
-
-impl<B: BatchNormKernels> Backward<B, 3> for BatchNormReluBackward {
-    type State = NormReluSaved<B>;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let [x, gamma, beta] = ops.parents.map(|node| node.map(|node| node.id));
-        let output_grad = grads.consume::<B>(&ops.node);
-        let NormReluSaved { norm, output } = ops.state;
-        let (x_grad, gamma_grad, beta_grad) =
-            B::batch_norm_relu_batch_stats_backward(norm, output, output_grad);
-        for (id, grad) in [(x, x_grad), (gamma, gamma_grad), (beta, beta_grad)] {
-            if let Some(id) = id {
-                grads.register::<B>(id, grad);
-            }
+/// Batch norm (followed by a ReLU when `relu`) on the inner backend,
+/// recorded as one [`BatchNormBackward`] node when anything is tracked.
+fn tracked<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    gamma: FloatTensor<Autodiff<B, C>>,
+    beta: FloatTensor<Autodiff<B, C>>,
+    epsilon: f64,
+    relu: bool,
+) -> NormOutputs<Autodiff<B, C>> {
+    let forward = |x, gamma, beta| {
+        if relu {
+            B::batch_norm_relu_batch_stats(x, gamma, beta, epsilon)
+        } else {
+            B::batch_norm_batch_stats(x, gamma, beta, epsilon)
         }
-    }
+    };
+    let guards = [x.node(), gamma.node(), beta.node()];
+    let (x, gamma, beta) = (
+        x.into_primitive(),
+        gamma.into_primitive(),
+        beta.into_primitive(),
+    );
+    let (output, mean, variance) = match BatchNormBackward
+        .prepare::<C>(guards)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (output, mean, variance) = forward(x.clone(), gamma.clone(), beta);
+            let saved = NormSaved {
+                x,
+                gamma,
+                mean: mean.clone(),
+                variance: variance.clone(),
+                epsilon,
+            };
+            let rectified = relu.then(|| output.clone());
+            (prep.finish((saved, rectified), output), mean, variance)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (output, mean, variance) = forward(x, gamma, beta);
+            (prep.finish(output), mean, variance)
+        }
+    };
+    // The statistics feed running averages only: constants to autodiff.
+    (
+        output,
+        FloatTensor::<Autodiff<B, C>>::new(mean),
+        FloatTensor::<Autodiff<B, C>>::new(variance),
+    )
 }
 
 #[cfg(test)]

@@ -270,7 +270,7 @@ pub fn conv(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
 }
 
 /// The layer's stride and padding, when [`conv`] covers it.
-fn conv_spec(conv: &Conv2d) -> Option<ConvSpec> {
+pub(crate) fn conv_spec(conv: &Conv2d) -> Option<ConvSpec> {
     let [_, _, kh, kw] = conv.weight.dims();
     let padding = match conv.padding {
         PaddingConfig2d::Valid => 0,
