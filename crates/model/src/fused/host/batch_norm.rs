@@ -164,8 +164,74 @@ pub fn batch_norm_backward(
     epsilon: f64,
     output_grad: &[f32],
 ) -> NormGrads {
+    // Every gradient passes: the gate is the gradient itself, always open.
+    let stats = Statistics {
+        gamma,
+        mean,
+        variance,
+        epsilon,
+    };
+    backward(shape, x, &stats, output_grad, output_grad, |_| true)
+}
+
+/// The gradients of [`batch_norm_relu_forward`], given what
+/// [`batch_norm_backward`] takes and the forward pass's (rectified)
+/// output: the gradient stops where the output is zero, then passes
+/// through batch norm.
+///
+/// # Panics
+/// If the slices' lengths do not match `shape`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_relu_backward(
+    shape: &NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    variance: &[f32],
+    epsilon: f64,
+    output: &[f32],
+    output_grad: &[f32],
+) -> NormGrads {
+    assert_eq!(output.len(), output_grad.len(), "one gradient per output");
+    let stats = Statistics {
+        gamma,
+        mean,
+        variance,
+        epsilon,
+    };
+    // The mask is applied as the gradient is read, in the sums and in the
+    // final pass, rather than written out as a masked copy first.
+    backward(shape, x, &stats, output_grad, output, |o| o > 0.0)
+}
+
+/// What the forward pass used and returned, per channel.
+struct Statistics<'a> {
+    gamma: &'a [f32],
+    mean: &'a [f32],
+    variance: &'a [f32],
+    epsilon: f64,
+}
+
+/// Batch norm's backward pass for the gradient `g · [open(gate)]`, element
+/// by element: the plain gradient when `open` is always true, the ReLU's
+/// masked one when `gate` is the rectified output.
+fn backward(
+    shape: &NormShape,
+    x: &[f32],
+    stats: &Statistics,
+    output_grad: &[f32],
+    gate: &[f32],
+    open: impl Fn(f32) -> bool + Sync,
+) -> NormGrads {
+    let Statistics {
+        gamma,
+        mean,
+        variance,
+        epsilon,
+    } = *stats;
     check_lengths(shape, x, gamma);
     assert_eq!(output_grad.len(), x.len(), "one gradient per input value");
+    assert_eq!(gate.len(), x.len(), "one gate per input value");
     assert_eq!(mean.len(), shape.channels, "one mean per channel");
     assert_eq!(variance.len(), shape.channels, "one variance per channel");
     let inv_std: Vec<f64> = variance
@@ -179,8 +245,10 @@ pub fn batch_norm_backward(
             shape
                 .runs(x, c)
                 .zip(shape.runs(output_grad, c))
-                .fold((0.0, 0.0), |(g, gx), (run, grads)| {
-                    (g + lane_sum(grads, |v| v), gx + lane_dot(grads, run, m))
+                .zip(shape.runs(gate, c))
+                .fold((0.0, 0.0), |(g, gx), ((run, grads), gates)| {
+                    let (run_g, run_gx) = lane_sums(grads, gates, run, m, &open);
+                    (g + run_g, gx + run_gx)
                 })
         })
         .unzip();
@@ -205,8 +273,10 @@ pub fn batch_norm_backward(
     for_each_run(shape, &mut input_grad, |c, out, offset| {
         let [a, b, constant] = coefficients[c];
         let grads = &output_grad[offset..][..out.len()];
+        let gates = &gate[offset..][..out.len()];
         let input = &x[offset..][..out.len()];
-        for ((o, &g), &v) in out.iter_mut().zip(grads).zip(input) {
+        for (((o, &g), &gate), &v) in out.iter_mut().zip(grads).zip(gates).zip(input) {
+            let g = if open(gate) { g } else { 0.0 };
             *o = a * g + b * v + constant;
         }
     });
@@ -216,41 +286,6 @@ pub fn batch_norm_backward(
         beta: beta_grad.into_iter().map(|g| g as f32).collect(),
     }
 }
-
-/// The gradients of [`batch_norm_relu_forward`], given what
-/// [`batch_norm_backward`] takes and the forward pass's (rectified)
-/// output: the gradient stops where the output is zero, then passes
-/// through batch norm.
-///
-/// # Panics
-/// If the slices' lengths do not match `shape`.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_relu_backward(
-    shape: &NormShape,
-    x: &[f32],
-    gamma: &[f32],
-    mean: &[f32],
-    variance: &[f32],
-    epsilon: f64,
-    output: &[f32],
-    output_grad: &[f32],
-) -> NormGrads {
-    assert_eq!(output.len(), output_grad.len(), "one gradient per output");
-    let mut norm_grad = vec![0.0f32; output_grad.len()];
-    norm_grad
-        .par_chunks_mut(RELU_CHUNK)
-        .zip(output.par_chunks(RELU_CHUNK))
-        .zip(output_grad.par_chunks(RELU_CHUNK))
-        .for_each(|((norm_grad, output), output_grad)| {
-            for ((n, &o), &g) in norm_grad.iter_mut().zip(output).zip(output_grad) {
-                *n = if o > 0.0 { g } else { 0.0 };
-            }
-        });
-    batch_norm_backward(shape, x, gamma, mean, variance, epsilon, &norm_grad)
-}
-
-/// Values per rayon job when masking the ReLU's gradient.
-const RELU_CHUNK: usize = 1 << 16;
 
 /// Lanes of the partial sums below: eight independent `f32` accumulators
 /// that the compiler keeps in one vector register.
@@ -270,22 +305,44 @@ fn lane_sum(run: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     f64::from(tail) + lanes.iter().map(|&l| f64::from(l)).sum::<f64>()
 }
 
-/// `Σ g · (v − m)` over one run, in `f32` lanes.
-fn lane_dot(grads: &[f32], run: &[f32], m: f32) -> f64 {
-    let mut lanes = [0.0f32; LANES];
-    let (g_chunks, v_chunks) = (grads.chunks_exact(LANES), run.chunks_exact(LANES));
-    let tail: f32 = g_chunks
+/// `(Σ g, Σ g · (v − m))` over one run, in `f32` lanes, with `g` taken as
+/// zero where its gate is closed.
+fn lane_sums(
+    grads: &[f32],
+    gates: &[f32],
+    run: &[f32],
+    m: f32,
+    open: impl Fn(f32) -> bool,
+) -> (f64, f64) {
+    let (mut sums, mut dots) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let gated = |g: f32, gate: f32| if open(gate) { g } else { 0.0 };
+    let (g_chunks, o_chunks, v_chunks) = (
+        grads.chunks_exact(LANES),
+        gates.chunks_exact(LANES),
+        run.chunks_exact(LANES),
+    );
+    let (mut tail_sum, mut tail_dot) = (0.0f32, 0.0f32);
+    for ((&g, &gate), &v) in g_chunks
         .remainder()
         .iter()
+        .zip(o_chunks.remainder())
         .zip(v_chunks.remainder())
-        .map(|(&g, &v)| g * (v - m))
-        .sum();
-    for (g, v) in g_chunks.zip(v_chunks) {
-        for ((lane, &g), &v) in lanes.iter_mut().zip(g).zip(v) {
-            *lane += g * (v - m);
+    {
+        let g = gated(g, gate);
+        tail_sum += g;
+        tail_dot += g * (v - m);
+    }
+    for ((g, o), v) in g_chunks.zip(o_chunks).zip(v_chunks) {
+        for i in 0..LANES {
+            let g = gated(g[i], o[i]);
+            sums[i] += g;
+            dots[i] += g * (v[i] - m);
         }
     }
-    f64::from(tail) + lanes.iter().map(|&l| f64::from(l)).sum::<f64>()
+    let total = |tail: f32, lanes: [f32; LANES]| {
+        f64::from(tail) + lanes.iter().map(|&l| f64::from(l)).sum::<f64>()
+    };
+    (total(tail_sum, sums), total(tail_dot, dots))
 }
 
 /// Calls `f(channel, run, offset)` for every `plane`-long run of `values`,
