@@ -13,7 +13,9 @@
 //! Then each convolution layer of the model alone (as the model runs it,
 //! with whatever it fuses in), forward and forward + backward, in GFLOP/s
 //! beside a large matrix product on the same backend: how far each layer is
-//! from the floor the machine's GEMM sets.
+//! from the floor the machine's GEMM sets. The machine itself (CPU, threads,
+//! vector extensions) is printed first: ratios travel between machines,
+//! milliseconds do not.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{HyperParams, Recipe, workspace_root};
+use crate::machine::Machine;
 use crate::output::outln;
 use crate::step;
 
@@ -172,6 +175,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         )?);
     }
     let peak_rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
+    let machine = Machine::detect();
     let pytorch = match &args.python {
         Some(python) => {
             if !args.json {
@@ -197,9 +201,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "results": results, "pytorch": pytorch, "peak_rss_mb": peak_rss_mb })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "machine": machine,
+                "results": results,
+                "pytorch": pytorch,
+                "peak_rss_mb": peak_rss_mb
+            }))?
         );
         return Ok(());
     }
@@ -210,6 +217,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         workload.optimizer,
         workload.epochs
     );
+    outln!("machine: {}", machine.describe());
     outln!(
         "{:20} {:>10} {:>14} {:>14} {:>12} {:>16} {:>14}",
         "backend",

@@ -15,6 +15,7 @@ mod eval;
 mod evaluate;
 mod interrupt;
 mod logging;
+mod machine;
 mod output;
 mod predict;
 mod progress;

@@ -231,6 +231,18 @@ fn bench_reports_every_number_as_json() {
     let epoch = r["epoch_s"].as_f64().unwrap();
     assert!((r["projected_run_s"].as_f64().unwrap() - 5.0 * epoch).abs() < 1e-9 * epoch);
     assert!((epoch - 3750.0 * r["ms_per_step"].as_f64().unwrap() / 1e3).abs() < 1e-9 * epoch);
+    // The machine it ran on, so the numbers can be compared across machines.
+    let machine = &report["machine"];
+    assert!(
+        machine["threads"].as_u64().is_some_and(|t| t >= 1),
+        "{machine}"
+    );
+    assert_eq!(machine["arch"], std::env::consts::ARCH);
+    assert!(
+        machine["cpu"].as_str().is_some_and(|c| !c.is_empty()),
+        "{machine}"
+    );
+    assert!(machine["simd"].is_array(), "{machine}");
 }
 
 #[test]
