@@ -28,6 +28,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::block::{BlockShape, ConvBlock};
+use crate::fused;
 use crate::init::{torch_bound, uniform};
 use crate::torch_io::with_stable_ids;
 
@@ -153,7 +154,7 @@ impl KaggleCnn {
         for (block, layer) in self.convs.iter().zip(&LAYERS) {
             x = block.forward(x);
             if layer.drop {
-                x = self.dropout.forward(x);
+                x = fused::dropout(x, &self.dropout);
             }
         }
         self.fc.forward(x.flatten::<2>(1, 3))

@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::SeedCnnConfig;
-use crate::fused::{batch_norm, conv, pool_relu};
+use crate::fused::{batch_norm, conv, dropout, pool_relu};
 use crate::torch_io::with_stable_ids;
 
 /// Configuration of [`SeedPlusCnn`].
@@ -103,7 +103,7 @@ impl SeedPlusCnn {
         let x = pool_relu(x, &self.pool);
         let x = x.flatten::<2>(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));
-        self.fc2.forward(self.dropout.forward(x))
+        self.fc2.forward(dropout(x, &self.dropout))
     }
 }
 

@@ -1,9 +1,10 @@
-//! The fused layer, the plain convolution, pooling + ReLU and batch norm on
-//! flex: the [`host`](super::host)
+//! The fused layer, the plain convolution, pooling + ReLU, batch norm and
+//! dropout's mask on flex: the [`host`](super::host)
 //! kernels on the tensors' own memory. Anything but `f32` takes the
 //! composed default.
 
 use super::batch_norm::{self, BatchNormKernels, BatchNormOps, NormGrads, NormSaved};
+use super::dropout::DropoutOps;
 use super::host::{self, ConvShape, NormShape};
 use super::{
     ConvPoolKernels, ConvPoolOps, ConvSaved, ConvSpec, LayerGrads, PoolSaved, Saved,
@@ -13,7 +14,7 @@ use super::{
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, TensorMetadata};
-use burn::tensor::{DType, Shape, TensorData};
+use burn::tensor::{DType, Distribution, Shape, TensorData};
 
 impl ConvPoolOps for Flex {
     fn conv_pool_relu(
@@ -376,4 +377,30 @@ fn norm_shape(x: &FlexTensor, gamma: &FlexTensor) -> Option<NormShape> {
         channels: dims[1],
         plane: dims[2..].iter().product(),
     })
+}
+
+impl DropoutOps for Flex {
+    fn dropout_mask(like: FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
+        if like.dtype() != DType::F32 {
+            return super::dropout::composed_mask::<Self>(like, keep);
+        }
+        let shape = like.shape();
+        let mask = host::dropout_mask(shape.num_elements(), keep, seed_from_backend());
+        tensor(mask, shape)
+    }
+}
+
+/// 64 bits for the host's mask generator, drawn from flex's own seeded
+/// generator, so that `device.seed(…)` decides the masks as it decides
+/// Burn's.
+fn seed_from_backend() -> u64 {
+    let draws = <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_random(
+        Shape::new([4]),
+        Distribution::Uniform(0.0, 65_536.0),
+        &Default::default(),
+        burn::tensor::FloatDType::F32,
+    );
+    f32s(&dense(draws))
+        .iter()
+        .fold(0u64, |seed, &draw| (seed << 16) | u64::from(draw as u16))
 }

@@ -5,7 +5,8 @@
 //! seed-plus, HVC and the Kaggle-style CNN, where batch norm follows the
 //! convolution) and `relu(max_pool_2×2(x))` ([`pool_relu`]); and batch norm
 //! in training, alone or followed by a ReLU ([`batch_norm()`],
-//! [`batch_norm_relu`], in its own module).
+//! [`batch_norm_relu`], in its own module), and dropout's mask
+//! ([`dropout()`], in its own module).
 //!
 //! The models call them with a tensor and never name a backend. Burn routes
 //! each call by the tensor's device:
@@ -37,10 +38,12 @@
 #![allow(deprecated)]
 
 pub mod batch_norm;
+pub mod dropout;
 #[cfg(feature = "flex")]
 pub mod host;
 
 pub use batch_norm::{batch_norm, batch_norm_relu};
+pub use dropout::dropout;
 
 use burn::backend::autodiff::{
     Autodiff, NodeId,

@@ -22,10 +22,12 @@
 //!   im2col, col2im and their backward passes;
 //! - [`pool`]: 2×2 max-pooling with ReLU and its routes;
 //! - [`batch_norm`]: batch norm with the batch's own statistics;
+//! - [`dropout`]: dropout's mask, drawn in parallel from a seed;
 //! - `gemm`: the one `unsafe` call into the `gemm` crate.
 
 pub mod batch_norm;
 pub mod conv;
+pub mod dropout;
 mod gemm;
 pub mod pool;
 #[cfg(test)]
@@ -39,4 +41,5 @@ pub use conv::{
     ConvPoolGrads, ConvShape, conv_pool_relu_backward, conv_pool_relu_forward, conv2d_backward,
     conv2d_forward,
 };
+pub use dropout::dropout_mask;
 pub use pool::{BLOCKED, Route, pool_relu_backward, pool_relu_forward};
