@@ -23,7 +23,7 @@ pub fn dropout_mask(len: usize, keep: f64, seed: u64) -> Vec<f32> {
     );
     // A draw `u` of 32 random bits keeps the value when `u < threshold`;
     // with `keep` = 1 every draw does.
-    let threshold = (keep * 4_294_967_296.0).min(4_294_967_296.0) as u64;
+    let threshold = (keep * 4_294_967_296.0) as u64;
     let scale = (1.0 / keep) as f32;
     let mut mask = vec![0.0f32; len];
     mask.par_chunks_mut(CHUNK)
