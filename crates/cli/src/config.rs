@@ -253,6 +253,8 @@ pub struct AugmentParams {
     pub squeeze: f32,
     /// Probability of erasing a rectangle.
     pub erase: f32,
+    /// Probability of mirroring left to right.
+    pub flip: f32,
     /// Whose draws: the ranges above, or the HVC paper's own pipeline.
     pub policy: AugmentPolicy,
 }
@@ -261,7 +263,7 @@ pub struct AugmentParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum AugmentPolicy {
-    /// Uniform draws from --rotate, --translate, --scale, --squeeze, --erase.
+    /// Uniform draws from --rotate, --translate, --scale, --squeeze, --erase, --flip.
     #[default]
     Ranges,
     /// The HVC paper authors' pipeline: rotation ~N(0, 10°) on half the
@@ -287,6 +289,7 @@ impl AugmentParams {
             scale: self.scale,
             width_squeeze: self.squeeze,
             erase_probability: self.erase,
+            flip_probability: self.flip,
         }
     }
 
@@ -295,11 +298,13 @@ impl AugmentParams {
         let ranges = self.ranges();
         match self.policy {
             AugmentPolicy::Ranges => ranges.validate().map_err(|e| {
-                anyhow::anyhow!("{e} (see --rotate, --translate, --scale, --squeeze, --erase)")
+                anyhow::anyhow!(
+                    "{e} (see --rotate, --translate, --scale, --squeeze, --erase, --flip)"
+                )
             }),
             AugmentPolicy::HvcPaper if !ranges.is_identity() => bail!(
                 "--augment hvc-paper draws its own rotation, shift, squeeze and erasing; \
-                 leave out --rotate, --translate, --scale, --squeeze and --erase"
+                 leave out --rotate, --translate, --scale, --squeeze, --erase and --flip"
             ),
             AugmentPolicy::HvcPaper => Ok(()),
         }
@@ -310,10 +315,19 @@ impl AugmentParams {
         match self.policy {
             AugmentPolicy::HvcPaper => Some("hvc-paper".into()),
             AugmentPolicy::Ranges if self.ranges().is_identity() => None,
-            AugmentPolicy::Ranges => Some(format!(
-                "(rotate=±{}°, translate=±{}px, scale=±{}, squeeze={}, erase={})",
-                self.rotate, self.translate, self.scale, self.squeeze, self.erase
-            )),
+            AugmentPolicy::Ranges => {
+                // Named only when used, so reports of runs without it read
+                // as they always have.
+                let flip = if self.flip > 0.0 {
+                    format!(", flip={}", self.flip)
+                } else {
+                    String::new()
+                };
+                Some(format!(
+                    "(rotate=±{}°, translate=±{}px, scale=±{}, squeeze={}, erase={}{flip})",
+                    self.rotate, self.translate, self.scale, self.squeeze, self.erase
+                ))
+            }
         }
     }
 }
@@ -377,6 +391,7 @@ impl Recipe {
                     scale: 0.1,
                     squeeze: 0.0,
                     erase: 0.0,
+                    flip: 0.0,
                     policy: AugmentPolicy::Ranges,
                 },
                 ..notebook
@@ -405,6 +420,7 @@ impl Recipe {
                     scale: 0.0,
                     squeeze: 0.2,
                     erase: 0.5,
+                    flip: 0.0,
                     policy: AugmentPolicy::Ranges,
                 },
                 ..notebook
@@ -468,6 +484,10 @@ pub struct TrainFlags {
     /// Augmentation: probability of erasing a random rectangle [notebook: 0].
     #[arg(long, allow_negative_numbers = true)]
     pub erase: Option<f32>,
+    /// Augmentation: probability of mirroring left to right, for clothing,
+    /// not digits [notebook: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub flip: Option<f32>,
     /// Augmentation policy: `ranges` draws from the five flags above;
     /// `hvc-paper` is the HVC authors' own pipeline and replaces them
     /// [default: ranges].
@@ -526,6 +546,7 @@ impl TrainFlags {
         set(&mut h.augment.scale, &self.scale);
         set(&mut h.augment.squeeze, &self.squeeze);
         set(&mut h.augment.erase, &self.erase);
+        set(&mut h.augment.flip, &self.flip);
         set(&mut h.seed, &self.seed);
         h
     }
@@ -708,6 +729,31 @@ mod tests {
         // `ranges` keeps the recipe's ranges.
         let ranges = parse(&["--recipe", "hvc", "--augment", "ranges"]);
         assert_eq!(ranges.augment, Recipe::Hvc.hyper_params().augment);
+    }
+
+    #[test]
+    fn flipping_is_asked_for_by_name_and_checked() {
+        let h = parse(&["--recipe", "kaggle", "--rotate", "0", "--flip", "0.5"]);
+        assert_eq!(h.augment.flip, 0.5);
+        h.validate().unwrap();
+        let mnist_data::Augment::Ranges(ranges) = h.augment.augmentation() else {
+            panic!("flipping is one of the ranges' settings");
+        };
+        assert_eq!(ranges.flip_probability, 0.5);
+        assert!(h.describe().contains("flip=0.5"), "{}", h.describe());
+        // Recipes without it describe their augmentation as before.
+        let kaggle = Recipe::Kaggle.hyper_params();
+        assert!(!kaggle.describe().contains("flip"), "{}", kaggle.describe());
+        let err = parse(&["--flip", "1.5"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("flip probability") && err.contains("--flip"),
+            "{err}"
+        );
+        let mixed = parse(&["--recipe", "hvc", "--augment", "hvc-paper", "--flip", "0.5"]);
+        assert!(mixed.validate().is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Training-time augmentation on the host: a random affine transform
-//! (rotation, translation, scale, width squeeze) and random erasing.
+//! (rotation, translation, scale, width squeeze, mirror image) and random
+//! erasing.
 //!
 //! Every image's transform is drawn from `(seed, epoch, image index)` alone,
 //! so an epoch's augmented batches are the same in a resumed run as in an
@@ -27,6 +28,9 @@ pub struct Augmentation {
     /// Probability of blacking out one random rectangle (2–15% of the image,
     /// aspect 0.3–3.3), as `RandomErasing`.
     pub erase_probability: f32,
+    /// Probability of mirroring the image left to right, as
+    /// `RandomHorizontalFlip`: right for clothing, wrong for digits.
+    pub flip_probability: f32,
 }
 
 /// An augmentation setting outside the range it can take.
@@ -56,6 +60,7 @@ impl Augmentation {
             && self.scale == 0.0
             && self.width_squeeze == 0.0
             && self.erase_probability == 0.0
+            && self.flip_probability == 0.0
     }
 
     /// Say which value is out of range, if any.
@@ -66,6 +71,7 @@ impl Augmentation {
             ("scale", self.scale, 0.0, 0.9),
             ("width squeeze", self.width_squeeze, 0.0, 0.9),
             ("erase probability", self.erase_probability, 0.0, 1.0),
+            ("flip probability", self.flip_probability, 0.0, 1.0),
         ];
         for (name, value, low, high) in checks {
             if !(value >= low && value <= high) {
@@ -121,9 +127,16 @@ impl Augmentation {
             symmetric(rng, self.translate_pixels),
             symmetric(rng, self.translate_pixels),
         ];
+        // Drawn only when asked for, so that runs without it keep their
+        // draws (and their results) unchanged.
+        let mirror = if self.flip_probability > 0.0 && rng.random::<f32>() < self.flip_probability {
+            -1.0
+        } else {
+            1.0
+        };
         Affine {
             angle,
-            scale_x: scale * squeeze,
+            scale_x: mirror * scale * squeeze,
             scale_y: scale,
             shift,
         }
@@ -360,6 +373,7 @@ mod tests {
             scale: 0.1,
             width_squeeze: 0.2,
             erase_probability: 0.5,
+            flip_probability: 0.5,
         };
         let a = augmented(&aug, &square(), 7);
         assert_eq!(a, augmented(&aug, &square(), 7));
@@ -442,6 +456,68 @@ mod tests {
         }
         // Where the definition would give NaN, the image reads black.
         assert_eq!(bilinear(&image, rows, cols, f32::NAN, 1.0), 0.0);
+    }
+
+    #[test]
+    fn flipping_always_mirrors_the_image_left_to_right() {
+        let image: Vec<u8> = (0..784).map(|i| (i * 7 % 256) as u8).collect();
+        let aug = Augmentation {
+            flip_probability: 1.0,
+            ..Augmentation::none()
+        };
+        let out = augmented(&aug, &image, 4);
+        for y in 0..28 {
+            for x in 0..28 {
+                let mirrored = f32::from(image[y * 28 + 27 - x]);
+                assert!((out[y * 28 + x] - mirrored).abs() < 1e-3, "at ({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn flipping_half_the_time_mirrors_about_half_the_images() {
+        let image = {
+            let mut image = vec![0u8; 784];
+            image[10 * 28 + 3] = 255;
+            image
+        };
+        let aug = Augmentation {
+            flip_probability: 0.5,
+            ..Augmentation::none()
+        };
+        let flipped = (0..400)
+            .filter(|&index| {
+                let mut out = vec![0.0; 784];
+                aug.apply(
+                    &image,
+                    28,
+                    28,
+                    &mut Augmentation::rng(1, 0, index),
+                    &mut out,
+                );
+                out[10 * 28 + 24] > 254.0
+            })
+            .count();
+        assert!((160..=240).contains(&flipped), "{flipped} of 400 flipped");
+    }
+
+    #[test]
+    fn a_zero_flip_probability_draws_nothing_and_changes_nothing() {
+        // Runs from before flipping existed must keep their exact draws.
+        let ranges = Augmentation {
+            rotation_degrees: 12.0,
+            translate_pixels: 2.5,
+            scale: 0.1,
+            ..Augmentation::none()
+        };
+        let mut rng = Augmentation::rng(9, 2, 5);
+        let mut out = vec![0.0; 784];
+        ranges.apply(&square(), 28, 28, &mut rng, &mut out);
+        let mut expected_rng = Augmentation::rng(9, 2, 5);
+        for _ in 0..4 {
+            expected_rng.random::<f32>();
+        }
+        assert_eq!(rng.random::<u64>(), expected_rng.random::<u64>());
     }
 
     #[test]
