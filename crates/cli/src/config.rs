@@ -488,7 +488,7 @@ pub struct TrainFlags {
     /// not digits [notebook: 0].
     #[arg(long, allow_negative_numbers = true)]
     pub flip: Option<f32>,
-    /// Augmentation policy: `ranges` draws from the five flags above;
+    /// Augmentation policy: `ranges` draws from the six flags above;
     /// `hvc-paper` is the HVC authors' own pipeline and replaces them
     /// [default: ranges].
     #[arg(long, value_enum)]
