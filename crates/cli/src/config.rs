@@ -233,6 +233,8 @@ pub struct HyperParams {
     pub label_smoothing: f64,
     /// Decay of the weights' moving average (0: no averaging).
     pub ema_decay: f64,
+    /// Dropout probability of every dropout layer (`None`: the model's own).
+    pub dropout: Option<f64>,
     /// Augmentation of training images.
     pub augment: AugmentParams,
     /// Seed of the initial weights, shuffling, augmentation and dropout.
@@ -371,6 +373,7 @@ impl Recipe {
             warmup_epochs: 0.0,
             label_smoothing: 0.0,
             ema_decay: 0.0,
+            dropout: None,
             augment: AugmentParams::default(),
             seed: 0,
         };
@@ -469,6 +472,10 @@ pub struct TrainFlags {
     /// of the raw weights [notebook: 0, off].
     #[arg(long, allow_negative_numbers = true)]
     pub ema: Option<f64>,
+    /// Dropout probability of the model's dropout layers, 0 to 1 (seed-plus
+    /// and kaggle only) [default: the model's own: seed-plus 0.3, kaggle 0.4].
+    #[arg(long, allow_negative_numbers = true)]
+    pub dropout: Option<f64>,
     /// Augmentation: ± degrees of random rotation [notebook: 0].
     #[arg(long, allow_negative_numbers = true)]
     pub rotate: Option<f32>,
@@ -529,6 +536,9 @@ impl TrainFlags {
         set(&mut h.warmup_epochs, &self.warmup_epochs);
         set(&mut h.label_smoothing, &self.label_smoothing);
         set(&mut h.ema_decay, &self.ema);
+        if self.dropout.is_some() {
+            h.dropout = self.dropout;
+        }
         match self.augment {
             None => {}
             Some(AugmentPolicy::Ranges) => h.augment.policy = AugmentPolicy::Ranges,
@@ -592,6 +602,18 @@ impl HyperParams {
                 self.ema_decay
             );
         }
+        if let Some(dropout) = self.dropout {
+            if !(0.0..1.0).contains(&dropout) {
+                bail!("--dropout must be in [0, 1), got {dropout}");
+            }
+            if !self.model.has_dropout() {
+                bail!(
+                    "--model {} has no dropout layers for --dropout to set; \
+                     leave it out, or use seed-plus or kaggle",
+                    self.model
+                );
+            }
+        }
         self.augment.validate()?;
         Ok(())
     }
@@ -654,6 +676,9 @@ impl HyperParams {
         }
         if self.ema_decay > 0.0 {
             line += &format!(", weight_ema={}", self.ema_decay);
+        }
+        if let Some(dropout) = self.dropout {
+            line += &format!(", dropout={dropout}");
         }
         if let Some(augmentation) = self.augment.describe() {
             line += &format!(", augmentation={augmentation}");
@@ -754,6 +779,31 @@ mod tests {
         );
         let mixed = parse(&["--recipe", "hvc", "--augment", "hvc-paper", "--flip", "0.5"]);
         assert!(mixed.validate().is_err());
+    }
+
+    #[test]
+    fn dropout_is_set_by_flag_and_checked_against_the_model() {
+        let h = parse(&["--recipe", "kaggle", "--dropout", "0.1"]);
+        assert_eq!(h.dropout, Some(0.1));
+        h.validate().unwrap();
+        assert!(h.describe().contains("dropout=0.1"), "{}", h.describe());
+        // Left out, the model keeps its own and the report says nothing new.
+        let kaggle = Recipe::Kaggle.hyper_params();
+        assert_eq!(kaggle.dropout, None);
+        assert!(
+            !kaggle.describe().contains("dropout"),
+            "{}",
+            kaggle.describe()
+        );
+        let out_of_range = parse(&["--recipe", "kaggle", "--dropout", "1"]);
+        let err = out_of_range.validate().unwrap_err().to_string();
+        assert!(err.contains("--dropout must be in [0, 1)"), "{err}");
+        // The notebook's CNN has no dropout: refused, not silently ignored.
+        let err = parse(&["--dropout", "0.2"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--model seed has no dropout"), "{err}");
     }
 
     #[test]

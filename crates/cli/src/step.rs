@@ -31,6 +31,13 @@ pub struct TrainingStep {
 /// average has already seen (0 for a new run).
 pub fn set_up(hyper: &HyperParams, device: &Device, ema_updates: usize) -> (Network, TrainingStep) {
     let model = hyper.model.init(hyper.seed, device);
+    let model = match hyper.dropout {
+        // `HyperParams::validate` has refused --dropout for models without it.
+        Some(prob) => model
+            .with_dropout(prob)
+            .expect("--dropout is validated against the model"),
+        None => model,
+    };
     let ema = (hyper.ema_decay > 0.0).then(|| WeightEma::new(&model, hyper.ema_decay, ema_updates));
     let step = TrainingStep {
         loss_fn: hyper.loss(device),

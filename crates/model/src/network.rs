@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::Path;
 
 use burn::module::Module;
+use burn::nn::DropoutConfig;
 use burn::tensor::{Device, Tensor};
 
 use mnist_data::{Dataset, UnknownDataset};
@@ -98,6 +99,12 @@ impl ModelKind {
         }
     }
 
+    /// Whether the model has dropout layers, which
+    /// [`Network::with_dropout`] can set.
+    pub fn has_dropout(self) -> bool {
+        matches!(self, ModelKind::SeedPlus | ModelKind::Kaggle)
+    }
+
     /// A freshly initialised network, its weights drawn from `seed`.
     pub fn init(self, seed: u64, device: &Device) -> Network {
         match self {
@@ -164,6 +171,23 @@ impl Network {
             Network::SeedPlus(_) => ModelKind::SeedPlus,
             Network::Hvc(_) => ModelKind::Hvc,
             Network::Kaggle(_) => ModelKind::Kaggle,
+        }
+    }
+
+    /// This network with every dropout layer's probability set to `prob`,
+    /// or `None` for a network that has none (seed, hvc).
+    pub fn with_dropout(self, prob: f64) -> Option<Network> {
+        let layer = DropoutConfig::new(prob).init();
+        match self {
+            Network::SeedPlus(m) => Some(Network::SeedPlus(SeedPlusCnn {
+                dropout: layer,
+                ..m
+            })),
+            Network::Kaggle(m) => Some(Network::Kaggle(KaggleCnn {
+                dropout: layer,
+                ..m
+            })),
+            Network::Seed(_) | Network::Hvc(_) => None,
         }
     }
 
@@ -260,6 +284,20 @@ mod tests {
         }
         let err = "resnet".parse::<ModelKind>().unwrap_err().to_string();
         assert!(err.contains("seed, seed-plus, hvc, kaggle"), "{err}");
+    }
+
+    #[test]
+    fn dropout_is_set_on_the_models_that_have_it() {
+        let (_, device) = test_devices().remove(0);
+        for kind in ModelKind::ALL {
+            let changed = kind.init(0, &device).with_dropout(0.15);
+            assert_eq!(changed.is_some(), kind.has_dropout(), "{kind}");
+            if let Some(network) = changed {
+                let summary = network.torch_summary();
+                assert!(summary.contains("Dropout(p=0.15"), "{kind}: {summary}");
+                assert!(!summary.contains("Dropout(p=0.4") && !summary.contains("Dropout(p=0.3"));
+            }
+        }
     }
 
     #[test]
