@@ -37,7 +37,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 600)]
     batch_size: usize,
     /// Test-time augmentation: average each model's probabilities over the
-    /// image shifted one pixel each way and turned ±6° (7 views, 7× the time).
+    /// image shifted one pixel each way and turned ±6° (7 views, 7× the
+    /// time); for clothing each view mirrored too (14 views).
     #[arg(long)]
     tta: bool,
 }
@@ -72,18 +73,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let normalizer = Normalizer::new(dataset.mean(), dataset.std());
     let started = Instant::now();
-    let evaluate = if args.tta {
-        ensemble_confusion_tta
+    let outcome = if args.tta {
+        let views = mnist_data::tta::views(dataset);
+        ensemble_confusion_tta(
+            &models,
+            &test,
+            &views,
+            args.batch_size,
+            &normalizer,
+            &runtime.device,
+        )
     } else {
-        ensemble_confusion
+        ensemble_confusion(
+            &models,
+            &test,
+            args.batch_size,
+            &normalizer,
+            &runtime.device,
+        )
     };
-    let outcome = evaluate(
-        &models,
-        &test,
-        args.batch_size,
-        &normalizer,
-        &runtime.device,
-    );
     let eval_seconds = started.elapsed().as_secs_f64();
     let matrix = outcome.ensemble;
     let member_accuracies: Vec<f64> = match outcome.members.len() {

@@ -3,7 +3,7 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
-use mnist_data::tta::VIEWS;
+use mnist_data::tta::View;
 use mnist_data::{Batches, NUM_CLASSES, Normalizer, Split};
 use mnist_metrics::ConfusionMatrix;
 use mnist_model::Network;
@@ -79,16 +79,18 @@ pub fn ensemble_confusion(
 }
 
 /// As [`ensemble_confusion`], but each model's answer for an image is the
-/// mean of its class probabilities over the image's test-time views
-/// ([`mnist_data::tta::VIEWS`]); the ensemble's is the mean of those.
+/// mean of its class probabilities over the image's test-time `views`
+/// ([`mnist_data::tta::views`] of the dataset); the ensemble's is the mean
+/// of those.
 pub fn ensemble_confusion_tta(
     models: &[Network],
     split: &Split,
+    views: &[View],
     batch_size: usize,
     normalizer: &Normalizer,
     device: &Device,
 ) -> EnsembleOutcome {
-    let views: Vec<Split> = VIEWS.iter().map(|view| view.apply_to(split)).collect();
+    let views: Vec<Split> = views.iter().map(|view| view.apply_to(split)).collect();
     let mut batches: Vec<_> = views
         .iter()
         .map(|view| Batches::sequential(view, batch_size, normalizer.clone()))
@@ -124,16 +126,17 @@ pub fn ensemble_confusion_tta(
     outcome
 }
 
-/// The mean of the models' class probabilities over the test-time views of
-/// `digits` (28×28 grey levels each), `[digits, classes]`.
+/// The mean of the models' class probabilities over the test-time `views`
+/// of `digits` (28×28 grey levels each), `[digits, classes]`.
 pub fn tta_probabilities(
     models: &[Network],
     digits: &[Vec<u8>],
+    views: &[View],
     normalizer: &Normalizer,
     device: &Device,
 ) -> Tensor<2> {
     let side = mnist_data::digit::SIDE;
-    let per_view = VIEWS
+    let per_view = views
         .iter()
         .map(|view| {
             let mut pixels = Vec::with_capacity(digits.len() * side * side);
@@ -221,12 +224,17 @@ mod tests {
 
     /// Each image's mean probabilities over the views, computed image by
     /// image and view by view.
-    fn by_hand(models: &[Network], split: &Split, device: &Device) -> Vec<[f32; 10]> {
+    fn by_hand(
+        models: &[Network],
+        split: &Split,
+        views: &[View],
+        device: &Device,
+    ) -> Vec<[f32; 10]> {
         let normalizer = Normalizer::new(0.1307, 0.3081);
         (0..split.len())
             .map(|i| {
                 let mut sum = [0f32; 10];
-                for view in VIEWS {
+                for view in views {
                     let mut pixels = Vec::new();
                     normalizer.extend(&view.apply(split.image(i), 28, 28), &mut pixels);
                     let x = Tensor::<4>::from_data(
@@ -238,7 +246,7 @@ mod tests {
                         .try_into_vec_as()
                         .unwrap();
                     for (s, v) in sum.iter_mut().zip(p) {
-                        *s += v / VIEWS.len() as f32;
+                        *s += v / views.len() as f32;
                     }
                 }
                 sum
@@ -252,6 +260,12 @@ mod tests {
 
     #[test]
     fn tta_averages_every_view_of_every_image() {
+        for dataset in mnist_data::Dataset::ALL {
+            averages_every_view(&mnist_data::tta::views(dataset));
+        }
+    }
+
+    fn averages_every_view(views: &[View]) {
         let device = device();
         let models = vec![
             ModelKind::Seed.init(5, &device),
@@ -259,10 +273,10 @@ mod tests {
         ];
         let split = split(40);
         let normalizer = Normalizer::new(0.1307, 0.3081);
-        let expected = by_hand(&models, &split, &device);
+        let expected = by_hand(&models, &split, views, &device);
 
         let digits: Vec<Vec<u8>> = (0..split.len()).map(|i| split.image(i).to_vec()).collect();
-        let got: Vec<f32> = tta_probabilities(&models, &digits, &normalizer, &device)
+        let got: Vec<f32> = tta_probabilities(&models, &digits, views, &normalizer, &device)
             .into_data()
             .try_into_vec_as()
             .unwrap();
@@ -301,7 +315,7 @@ mod tests {
             &labels,
             &expected.iter().map(|p| argmax(p)).collect::<Vec<_>>(),
         );
-        let outcome = ensemble_confusion_tta(&models, &split, 16, &normalizer, &device);
+        let outcome = ensemble_confusion_tta(&models, &split, views, 16, &normalizer, &device);
         assert_eq!(outcome.ensemble.counts(), matrix.counts());
     }
 }

@@ -36,7 +36,8 @@ pub struct PredictArgs {
     #[arg(long)]
     show: bool,
     /// Test-time augmentation: average over the picture shifted one pixel
-    /// each way and turned ±6° (7 views).
+    /// each way and turned ±6° (7 views); for clothing each view mirrored
+    /// too (14 views).
     #[arg(long)]
     tta: bool,
     /// Pictures of single digits (PNG or JPEG).
@@ -93,7 +94,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         &runtime.device,
     );
     let probabilities = if args.tta {
-        tta_probabilities(&models, &digits, &normalizer, &runtime.device)
+        let views = mnist_data::tta::views(dataset);
+        tta_probabilities(&models, &digits, &views, &normalizer, &runtime.device)
     } else {
         mean_probabilities(&models, images)
     };

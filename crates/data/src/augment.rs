@@ -207,19 +207,22 @@ pub(crate) fn rotate(image: &[u8], rows: usize, cols: usize, angle: f32, out: &m
     .resample(image, rows, cols, out);
 }
 
-/// Rotate `image` by `angle` radians about its centre, then shift it by
-/// `shift` pixels (x, y), into `out` (bilinear, black outside).
+/// Mirror `image` left to right when `flip`, rotate it by `angle` radians
+/// about its centre, then shift it by `shift` pixels (x, y), into `out`
+/// (bilinear, black outside).
 pub(crate) fn rotate_and_shift(
     image: &[u8],
     rows: usize,
     cols: usize,
     angle: f32,
     shift: [f32; 2],
+    flip: bool,
     out: &mut [f32],
 ) {
     Affine {
         angle,
-        scale_x: 1.0,
+        // A negative horizontal scale mirrors about the centre column.
+        scale_x: if flip { -1.0 } else { 1.0 },
         scale_y: 1.0,
         shift,
     }

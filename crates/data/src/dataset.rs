@@ -53,6 +53,16 @@ impl Dataset {
         }
     }
 
+    /// Whether a left-right mirror image keeps its class: true for clothing
+    /// (a mirrored shirt is a shirt), false for digits (a mirrored 2 is no
+    /// digit at all).
+    pub fn flip_keeps_class(self) -> bool {
+        match self {
+            Dataset::Mnist => false,
+            Dataset::FashionMnist => true,
+        }
+    }
+
     /// Class names, index = label.
     pub fn class_names(self) -> [&'static str; NUM_CLASSES] {
         match self {

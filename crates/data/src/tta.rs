@@ -1,52 +1,76 @@
 //! Test-time augmentation: each image is also seen shifted by one pixel
-//! each way and turned a few degrees each way, and a model's answer is the
-//! mean of its class probabilities over these views. The views are fixed,
-//! so an evaluation with TTA is as repeatable as one without.
+//! each way and turned a few degrees each way (and, for datasets whose
+//! classes survive a mirror, each of those mirrored), and a model's answer
+//! is the mean of its class probabilities over these views. The views are
+//! fixed, so an evaluation with TTA is as repeatable as one without.
 
-use crate::Split;
 use crate::augment::rotate_and_shift;
+use crate::{Dataset, Split};
 
-/// One way of seeing an image: turned by `degrees`, then shifted by
-/// `shift` pixels (x, y).
+/// One way of seeing an image: mirrored left to right if `flip`, turned by
+/// `degrees`, then shifted by `shift` pixels (x, y).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct View {
     /// Rotation about the centre, in degrees.
     pub degrees: f32,
     /// Shift after the rotation, in pixels (x right, y down).
     pub shift: [f32; 2],
+    /// Mirror left to right first.
+    pub flip: bool,
 }
 
-/// The views TTA averages over; the image as it is comes first.
+/// The views TTA averages over for digits; the image as it is comes first.
 pub const VIEWS: [View; 7] = [
     View {
         degrees: 0.0,
         shift: [0.0, 0.0],
+        flip: false,
     },
     View {
         degrees: 0.0,
         shift: [1.0, 0.0],
+        flip: false,
     },
     View {
         degrees: 0.0,
         shift: [-1.0, 0.0],
+        flip: false,
     },
     View {
         degrees: 0.0,
         shift: [0.0, 1.0],
+        flip: false,
     },
     View {
         degrees: 0.0,
         shift: [0.0, -1.0],
+        flip: false,
     },
     View {
         degrees: 6.0,
         shift: [0.0, 0.0],
+        flip: false,
     },
     View {
         degrees: -6.0,
         shift: [0.0, 0.0],
+        flip: false,
     },
 ];
+
+/// The views TTA averages over for `dataset`: [`VIEWS`], and where a
+/// mirror keeps the class ([`Dataset::flip_keeps_class`]) each of them
+/// mirrored as well.
+pub fn views(dataset: Dataset) -> Vec<View> {
+    let mirrored = VIEWS.iter().map(|view| View {
+        flip: true,
+        ..*view
+    });
+    match dataset.flip_keeps_class() {
+        true => VIEWS.iter().copied().chain(mirrored).collect(),
+        false => VIEWS.to_vec(),
+    }
+}
 
 impl View {
     /// `image` (`rows × cols` grey levels) seen this way, levels rounded.
@@ -58,6 +82,7 @@ impl View {
             cols,
             self.degrees.to_radians(),
             self.shift,
+            self.flip,
             &mut out,
         );
         out.iter()
@@ -123,6 +148,24 @@ mod tests {
         );
         assert_ne!(turned, image);
         assert_ne!(VIEWS[6].apply(&image, 28, 28), turned, "the other way");
+    }
+
+    #[test]
+    fn clothing_is_also_seen_mirrored_and_digits_never() {
+        assert_eq!(views(Dataset::Mnist), VIEWS.to_vec());
+        let clothing = views(Dataset::FashionMnist);
+        assert_eq!(clothing.len(), 2 * VIEWS.len());
+        assert_eq!(clothing[..VIEWS.len()], VIEWS);
+        let image = dot(28, 28, (10, 12));
+        // The mirror of the image itself, and of its shift one pixel right.
+        assert_eq!(
+            clothing[VIEWS.len()].apply(&image, 28, 28),
+            dot(28, 28, (17, 12))
+        );
+        assert_eq!(
+            clothing[VIEWS.len() + 1].apply(&image, 28, 28),
+            dot(28, 28, (18, 12))
+        );
     }
 
     #[test]
