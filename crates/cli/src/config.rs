@@ -536,9 +536,7 @@ impl TrainFlags {
         set(&mut h.warmup_epochs, &self.warmup_epochs);
         set(&mut h.label_smoothing, &self.label_smoothing);
         set(&mut h.ema_decay, &self.ema);
-        if self.dropout.is_some() {
-            h.dropout = self.dropout;
-        }
+        h.dropout = self.dropout.or(h.dropout);
         match self.augment {
             None => {}
             Some(AugmentPolicy::Ranges) => h.augment.policy = AugmentPolicy::Ranges,

@@ -66,9 +66,10 @@ pub fn views(dataset: Dataset) -> Vec<View> {
         flip: true,
         ..*view
     });
-    match dataset.flip_keeps_class() {
-        true => VIEWS.iter().copied().chain(mirrored).collect(),
-        false => VIEWS.to_vec(),
+    if dataset.flip_keeps_class() {
+        VIEWS.iter().copied().chain(mirrored).collect()
+    } else {
+        VIEWS.to_vec()
     }
 }
 
