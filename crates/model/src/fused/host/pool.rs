@@ -42,6 +42,10 @@ pub(super) fn pool_relu_image(
 
 /// `relu(max_pool_2×2(plane + bias))` for one `h × w` plane, recording each
 /// window's [`Route`].
+///
+/// Written without branches or indexing (iterators over row pairs and
+/// value pairs) so that the compiler vectorises it: after a ReLU about
+/// half the windows are closed, which no branch predictor guesses.
 fn pool_relu_plane(
     h: usize,
     w: usize,
@@ -50,28 +54,32 @@ fn pool_relu_plane(
     out: &mut [f32],
     route: &mut [Route],
 ) {
-    for py in 0..h / 2 {
-        let top = &plane[2 * py * w..][..w];
-        let bottom = &plane[(2 * py + 1) * w..][..w];
-        for px in 0..w / 2 {
-            let (a, b) = (top[2 * px], top[2 * px + 1]);
-            let (c, d) = (bottom[2 * px], bottom[2 * px + 1]);
-            // The first maximum in row-major order, without branches
-            // (random data makes them unpredictable): ties keep the
-            // earlier element at every step.
-            let (upper, upper_at) = if b > a { (b, 1) } else { (a, 0) };
-            let (lower, lower_at) = if d > c { (d, 3) } else { (c, 2) };
-            let (max, at) = if lower > upper {
-                (lower, lower_at)
-            } else {
-                (upper, upper_at)
-            };
-            let value = max + bias;
-            let q = py * (w / 2) + px;
+    let rows = plane[..h * w].chunks_exact(2 * w);
+    let out_rows = out.chunks_exact_mut(w / 2);
+    for ((rows, out), route) in rows.zip(out_rows).zip(route.chunks_exact_mut(w / 2)) {
+        let (top, bottom) = rows.split_at(w);
+        let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+        for ((out, route), (top, bottom)) in out.iter_mut().zip(route.iter_mut()).zip(windows) {
+            let (value, at) = first_maximum([top[0], top[1], bottom[0], bottom[1]]);
+            let value = value + bias;
             let open = value > 0.0;
-            out[q] = if open { value } else { 0.0 };
-            route[q] = if open { at } else { BLOCKED };
+            *out = if open { value } else { 0.0 };
+            // 0 when open, all ones (BLOCKED) when closed; `at` is 0–3.
+            *route = at | Route::from(!open).wrapping_neg();
         }
+    }
+}
+
+/// The largest of a window's four values, in row-major order, and its
+/// offset: ties keep the earlier value at every step, as PyTorch does.
+#[inline(always)]
+fn first_maximum([a, b, c, d]: [f32; 4]) -> (f32, Route) {
+    let (upper, upper_at) = if b > a { (b, 1) } else { (a, 0) };
+    let (lower, lower_at) = if d > c { (d, 3) } else { (c, 2) };
+    if lower > upper {
+        (lower, lower_at)
+    } else {
+        (upper, upper_at)
     }
 }
 
@@ -98,7 +106,8 @@ pub(super) fn route_to_maxima(
 }
 
 /// Scatters one pooled plane's gradient onto its `h × w` input plane along
-/// the routes; returns the sum of what it routed.
+/// the routes; returns the sum of what it routed. Branch-free and without
+/// indexing, like [`pool_relu_plane`].
 fn route_plane(
     h: usize,
     w: usize,
@@ -107,19 +116,20 @@ fn route_plane(
     grad_plane: &mut [f32],
 ) -> f32 {
     let mut sum = 0.0;
-    for py in 0..h / 2 {
-        let (top, bottom) = grad_plane[2 * py * w..][..2 * w].split_at_mut(w);
-        let routes = &routes[py * (w / 2)..][..w / 2];
-        let grads = &output_grad[py * (w / 2)..][..w / 2];
+    let grad_rows = grad_plane[..h * w].chunks_exact_mut(2 * w);
+    let route_rows = routes.chunks_exact(w / 2).zip(output_grad.chunks_exact(w / 2));
+    for (rows, (routes, grads)) in grad_rows.zip(route_rows) {
+        let (top, bottom) = rows.split_at_mut(w);
+        let windows = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
         // Every window writes all four of its cells (the windows tile
         // the plane), so the buffer needs no clearing first.
-        for (px, (&route, &grad)) in routes.iter().zip(grads).enumerate() {
+        for ((top, bottom), (&route, &grad)) in windows.zip(routes.iter().zip(grads)) {
             let grad = if route == BLOCKED { 0.0 } else { grad };
             let cell = |at: Route| if route == at { grad } else { 0.0 };
-            top[2 * px] = cell(0);
-            top[2 * px + 1] = cell(1);
-            bottom[2 * px] = cell(2);
-            bottom[2 * px + 1] = cell(3);
+            top[0] = cell(0);
+            top[1] = cell(1);
+            bottom[0] = cell(2);
+            bottom[1] = cell(3);
             sum += grad;
         }
     }
