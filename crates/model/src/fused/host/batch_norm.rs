@@ -464,6 +464,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_variance_survives_values_far_from_zero() {
+        // Unit-variance values around 10⁴: summing v and v² unshifted in
+        // f32 would leave nothing of the variance (10⁸ against 1).
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let s = NormShape {
+            batch: 16,
+            channels: 3,
+            plane: 100,
+        };
+        let x: Vec<f32> = random(s.len(), &mut rng)
+            .into_iter()
+            .map(|v| 1.0e4 + v)
+            .collect();
+        let ones = vec![1.0; s.channels];
+        let zeros = vec![0.0; s.channels];
+        let ours = batch_norm_forward(&s, &x, &ones, &zeros, 1e-5);
+        let (out, mean, var) = naive_forward(&s, &x, &ones, &zeros, 1e-5);
+        close(&ours.mean, &mean, 1e-6, "mean");
+        close(&ours.variance, &var, 1e-4, "variance");
+        // x · scale + shift in f32: the input's own resolution at 10⁴ (2⁻¹⁰).
+        close(&ours.output, &out, 2e-3, "output");
+    }
+
     /// `Σ batch_norm_forward(x)·r`, the scalar whose gradient `backward` gives for `g = r`.
     fn objective(s: &NormShape, x: &[f32], gamma: &[f32], beta: &[f32], r: &[f32]) -> f64 {
         let x: Vec<f32> = x.to_vec();

@@ -117,7 +117,9 @@ fn route_plane(
 ) -> f32 {
     let mut sum = 0.0;
     let grad_rows = grad_plane[..h * w].chunks_exact_mut(2 * w);
-    let route_rows = routes.chunks_exact(w / 2).zip(output_grad.chunks_exact(w / 2));
+    let route_rows = routes
+        .chunks_exact(w / 2)
+        .zip(output_grad.chunks_exact(w / 2));
     for (rows, (routes, grads)) in grad_rows.zip(route_rows) {
         let (top, bottom) = rows.split_at_mut(w);
         let windows = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
