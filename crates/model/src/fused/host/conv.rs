@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::gemm::{Matrix, gemm_f32};
 use super::pool::{BLOCKED, Route, pool_relu_image, route_to_maxima};
+use super::winograd;
 
 /// The shape of one convolution layer: a square kernel, the same stride and
 /// zero padding on both axes, no dilation or groups. The fused layer adds
@@ -199,10 +200,14 @@ pub fn conv_pool_relu_forward(
 }
 
 /// The plain convolution, bias added: `[batch, out_channels, out_height,
-/// out_width]`. Images with small output planes share one GEMM, up to
-/// 512 output pixels' worth.
+/// out_width]`. Wide 3×3 stride-1 layers go through Winograd's F(2×2,
+/// 3×3) ([`winograd::applies`]); the others through im2col, where images
+/// with small output planes share one GEMM, up to 512 output pixels' worth.
 pub fn conv2d_forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     check_conv_lengths(shape, input, weight, bias);
+    if winograd::applies(shape) {
+        return winograd::forward(shape, input, weight, bias);
+    }
     let out_plane = shape.out_plane();
     let per_image_out = shape.out_channels * out_plane;
     let per_image_in = shape.in_channels * shape.in_plane();
@@ -296,7 +301,7 @@ pub fn conv_pool_relu_backward(
             &input[range(per_image_in)],
             conv,
             columns,
-            &mut acc.weight,
+            Some(&mut acc.weight),
             input_grad,
         );
     })
@@ -327,7 +332,8 @@ pub fn conv2d_backward(
     let per_image_out = shape.out_channels * out_plane;
     let group = images_per_gemm(shape);
     let unrolling = Unrolling::for_shape(shape);
-    backward_jobs(
+    let weight_by_winograd = winograd::applies(shape);
+    let mut grads = backward_jobs(
         shape,
         want_input_grad,
         group,
@@ -356,11 +362,15 @@ pub fn conv2d_backward(
                 &input[first * per_image_in..][..count * per_image_in],
                 conv_grad,
                 columns,
-                &mut acc.weight,
+                (!weight_by_winograd).then_some(&mut acc.weight[..]),
                 input_grad,
             );
         },
-    )
+    );
+    if weight_by_winograd {
+        grads.weight = winograd::weight_grad(shape, input, output_grad);
+    }
+    grads
 }
 
 /// Runs `per_group(accumulators, first image, images, their input
@@ -420,7 +430,7 @@ where
 }
 
 /// A group of images' share of the weight gradient, added to
-/// `weight_grad`, and their input gradients when asked for, from the
+/// `weight_grad`, and their input gradients, each when asked for, from the
 /// gradient of their convolution output laid out `[out, image, pixel]`.
 /// `columns` is scratch.
 #[allow(clippy::too_many_arguments)]
@@ -431,28 +441,30 @@ fn group_gradients(
     images: &[f32],
     conv_grad: &[f32],
     columns: &mut [f32],
-    weight_grad: &mut [f32],
+    weight_grad: Option<&mut [f32]>,
     input_grad: Option<&mut [f32]>,
 ) {
     let per_image_in = shape.in_channels * shape.in_plane();
     let width = images.len() / per_image_in * shape.out_plane();
-    for (i, image) in images.chunks(per_image_in).enumerate() {
-        im2col(
-            shape,
-            unrolling,
-            image,
-            columns,
-            Placement::in_group(shape, i, width),
+    if let Some(weight_grad) = weight_grad {
+        for (i, image) in images.chunks(per_image_in).enumerate() {
+            im2col(
+                shape,
+                unrolling,
+                image,
+                columns,
+                Placement::in_group(shape, i, width),
+            );
+        }
+        // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
+        gemm_f32(
+            Matrix::row_major(weight_grad, shape.patch()),
+            (conv_grad, width as isize, 1),
+            (columns, 1, width as isize),
+            (shape.out_channels, shape.patch(), width),
+            true,
         );
     }
-    // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
-    gemm_f32(
-        Matrix::row_major(weight_grad, shape.patch()),
-        (conv_grad, width as isize, 1),
-        (columns, 1, width as isize),
-        (shape.out_channels, shape.patch(), width),
-        true,
-    );
     if let Some(input_grad) = input_grad {
         // columns_grad[k, p] = Σ_o weight[o, k] · conv_grad[o, p]
         gemm_f32(
@@ -513,7 +525,7 @@ impl Placement {
 
 /// Images per rayon job: two jobs per thread, so that one slow job does
 /// not leave a core idle, while each job's buffers are set up only once.
-fn images_per_job(batch: usize) -> usize {
+pub(super) fn images_per_job(batch: usize) -> usize {
     batch.div_ceil(2 * rayon::current_num_threads()).max(1)
 }
 

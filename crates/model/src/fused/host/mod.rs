@@ -32,6 +32,7 @@ mod gemm;
 pub mod pool;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 pub use batch_norm::{
     NormForward, NormGrads, NormShape, batch_norm_backward, batch_norm_forward,

@@ -4,6 +4,7 @@
 
 use super::conv::*;
 use super::pool::*;
+use super::winograd;
 
 /// Straightforward loops: the definition the kernels must match.
 fn naive_conv(shape: &ConvShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
@@ -37,6 +38,77 @@ fn naive_conv(shape: &ConvShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         }
     }
     out
+}
+
+/// `∂L/∂w[o, c, ky, kx] = Σ ∂L/∂out[n, o, y, x] · x[n, c, y·s + ky − p,
+/// x·s + kx − p]`, straight from the definition.
+fn naive_weight_grad(shape: &ConvShape, x: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    let (h, wd, k) = (shape.height, shape.width, shape.kernel);
+    let (s, pad) = (shape.stride, shape.padding as isize);
+    let (oh, ow) = (shape.out_height(), shape.out_width());
+    let mut grad = vec![0.0; shape.weight_len()];
+    for o in 0..shape.out_channels {
+        for c in 0..shape.in_channels {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let mut acc = 0.0f64;
+                    for n in 0..shape.batch {
+                        for y in 0..oh {
+                            for xx in 0..ow {
+                                let iy = (y * s + ky) as isize - pad;
+                                let ix = (xx * s + kx) as isize - pad;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xi = ((n * shape.in_channels + c) * h + iy as usize) * wd
+                                    + ix as usize;
+                                let gi = ((n * shape.out_channels + o) * oh + y) * ow + xx;
+                                acc += (x[xi] * output_grad[gi]) as f64;
+                            }
+                        }
+                    }
+                    grad[((o * shape.in_channels + c) * k + ky) * k + kx] = acc as f32;
+                }
+            }
+        }
+    }
+    grad
+}
+
+/// `∂L/∂x[n, c, iy, ix] = Σ ∂L/∂out[n, o, y, x] · w[o, c, ky, kx]` over the
+/// outputs that read that pixel.
+fn naive_input_grad(shape: &ConvShape, w: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    let (h, wd, k) = (shape.height, shape.width, shape.kernel);
+    let (s, pad) = (shape.stride, shape.padding);
+    let (oh, ow) = (shape.out_height(), shape.out_width());
+    let mut grad = vec![0.0f32; shape.input_len()];
+    for n in 0..shape.batch {
+        for o in 0..shape.out_channels {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let g = output_grad[((n * shape.out_channels + o) * oh + y) * ow + xx];
+                    for c in 0..shape.in_channels {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (Some(iy), Some(ix)) = (
+                                    (y * s + ky).checked_sub(pad),
+                                    (xx * s + kx).checked_sub(pad),
+                                ) else {
+                                    continue;
+                                };
+                                if iy < h && ix < wd {
+                                    let wi = ((o * shape.in_channels + c) * k + ky) * k + kx;
+                                    grad[((n * shape.in_channels + c) * h + iy) * wd + ix] +=
+                                        g * w[wi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    grad
 }
 
 fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
@@ -239,6 +311,121 @@ fn general_convolution_matches_naive_loops() {
         for (g, e) in got.iter().zip(&expected) {
             assert!((g - e).abs() < 1e-5, "{s:?}: {g} vs {e}");
         }
+    }
+}
+
+/// Winograd's F(2×2, 3×3), forward and weight gradient, called directly,
+/// whatever the rule for when a layer takes it: every padding up to one that leaves whole tiles
+/// reading zeros, odd and even planes (a tile hanging over the edge), one
+/// input channel, a plane too big to share a GEMM with another image, and
+/// a batch of small planes in groups with a short last one.
+#[test]
+fn winograd_matches_naive_loops() {
+    let cases = [
+        (2, 3, 2, [8, 8], 0),
+        (3, 2, 3, [7, 9], 1),
+        (2, 1, 2, [5, 6], 2),
+        (1, 2, 2, [3, 4], 3),
+        (1, 2, 3, [50, 50], 0),
+        (37, 4, 3, [6, 6], 0),
+    ];
+    for (i, (batch, cin, cout, [h, w], padding)) in cases.into_iter().enumerate() {
+        let s = ConvShape {
+            batch,
+            in_channels: cin,
+            out_channels: cout,
+            height: h,
+            width: w,
+            kernel: 3,
+            stride: 1,
+            padding,
+        };
+        let x = pseudo_random(s.input_len(), 200 + i as u32);
+        let wt = pseudo_random(s.weight_len(), 220 + i as u32);
+        let b = pseudo_random(s.out_channels, 240 + i as u32);
+        let got = winograd::forward(&s, &x, &wt, &b);
+        let expected = naive_conv(&s, &x, &wt, &b);
+        assert_eq!(got.len(), expected.len(), "{s:?}");
+        for (j, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert!((g - e).abs() < 1e-5, "{s:?} [{j}]: {g} vs {e}");
+        }
+        let r = pseudo_random(s.conv_output_len(), 280 + i as u32);
+        let got = winograd::weight_grad(&s, &x, &r);
+        let expected = naive_weight_grad(&s, &x, &r);
+        assert_eq!(got.len(), expected.len(), "{s:?}");
+        // Sums over up to 2,500 products: a relative bound.
+        let scale = expected.iter().fold(1.0f32, |m, e| m.max(e.abs()));
+        for (j, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert!(
+                (g - e).abs() < 1e-5 * scale,
+                "{s:?} weight [{j}]: {g} vs {e}"
+            );
+        }
+    }
+}
+
+/// The plain convolution hands wide 3×3 stride-1 layers' forward pass and
+/// weight gradient to Winograd and keeps the rest on im2col; both give the
+/// naive loops' answer.
+#[test]
+fn wide_three_by_three_layers_take_winograd() {
+    let s = ConvShape {
+        batch: 3,
+        in_channels: 16,
+        out_channels: 5,
+        height: 14,
+        width: 13,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    };
+    assert!(winograd::applies(&s));
+    let x = pseudo_random(s.input_len(), 260);
+    let w = pseudo_random(s.weight_len(), 261);
+    let b = pseudo_random(s.out_channels, 262);
+    let got = conv2d_forward(&s, &x, &w, &b);
+    for (g, e) in got.iter().zip(naive_conv(&s, &x, &w, &b)) {
+        assert!((g - e).abs() < 1e-4, "{g} vs {e}");
+    }
+    let r = pseudo_random(s.conv_output_len(), 263);
+    let grads = conv2d_backward(&s, &x, &w, &r, true);
+    for (g, e) in grads.weight.iter().zip(naive_weight_grad(&s, &x, &r)) {
+        assert!((g - e).abs() < 1e-3, "weight: {g} vs {e}");
+    }
+    // The input gradient stays on im2col, which now skips the unrolling
+    // the weight gradient no longer needs.
+    for (g, e) in grads
+        .input
+        .unwrap()
+        .iter()
+        .zip(naive_input_grad(&s, &w, &r))
+    {
+        assert!((g - e).abs() < 1e-4, "input: {g} vs {e}");
+    }
+    // The Kaggle-style CNN's first layer (one input channel) and its
+    // 10×10 layer stay on im2col, as do 5×5 and strided kernels.
+    let first = ConvShape {
+        in_channels: 1,
+        height: 28,
+        width: 28,
+        padding: 0,
+        ..s
+    };
+    let small = ConvShape {
+        in_channels: 32,
+        height: 12,
+        width: 12,
+        padding: 0,
+        ..s
+    };
+    let five = ConvShape {
+        kernel: 5,
+        padding: 2,
+        ..s
+    };
+    let strided = ConvShape { stride: 2, ..s };
+    for other in [first, small, five, strided] {
+        assert!(!winograd::applies(&other), "{other:?}");
     }
 }
 

@@ -1,0 +1,577 @@
+//! Winograd's minimal filtering F(2×2, 3×3) for 3×3 stride-1 convolutions
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+//! 2016): each 2×2 block of outputs comes from a 4×4 input tile with 16
+//! multiplications per input–output channel pair instead of 36.
+//!
+//! The tiles are transformed (`V = Bᵀ d B`), the weights once per call
+//! (`U = G g Gᵀ`); then for each of the 16 points one GEMM multiplies
+//! `U[point]` (out × in) by `V[point]` (in × tiles), and the products are
+//! transformed back (`Y = Aᵀ M A`). The GEMMs carry the arithmetic; the
+//! transforms run over rows of tiles so they vectorise.
+//!
+//! The weight gradient uses the same points the other way round (the
+//! transposed algorithm, F(3×3, 2×2)): transformed input tiles times
+//! transformed 2×2 blocks of the output's gradient, one GEMM per point
+//! summing over every tile, then `Gᵀ · G` back to 3×3.
+//!
+//! Both only where they pay (see [`applies`]): fewer multiplications, but
+//! the forward pass's sixteen GEMMs are only as deep as the layer has input
+//! channels, where im2col makes one nine times deeper, and the transforms
+//! are pure memory traffic. The input gradient is also a 3×3 convolution
+//! (padded by `2 − p`, so with more tiles); through this kernel it was no
+//! faster than im2col's (docs/performance.md), so it stays with im2col.
+
+use rayon::prelude::*;
+
+use super::conv::{ConvShape, images_per_job};
+use super::gemm::{Matrix, gemm_f32};
+
+/// Points of the transformed tile (4 × 4).
+const POINTS: usize = 16;
+
+/// Tiles one round of GEMMs should cover: images with few tiles share
+/// them, so that each GEMM stays wide.
+const GEMM_TILES: usize = 512;
+
+/// Input channels below which the 16 GEMMs are too shallow to beat
+/// im2col's one (a 1-channel input makes them rank-one updates).
+const MIN_IN_CHANNELS: usize = 16;
+
+/// Output sides below which a plane has too few tiles for the transforms
+/// to pay (the Kaggle-style CNN's 10×10 and 8×8 layers are faster
+/// through im2col, HVC's 12×12 one through this kernel).
+const MIN_OUT_SIDE: usize = 12;
+
+/// Whether the forward pass and weight gradient of `shape` go through
+/// F(2×2, 3×3): a 3×3 kernel at stride 1, with enough input channels and
+/// output pixels for it to beat im2col (the thresholds come from timing
+/// both on the models' layers).
+pub(super) fn applies(shape: &ConvShape) -> bool {
+    shape.conv_is_supported()
+        && shape.kernel == 3
+        && shape.stride == 1
+        && shape.in_channels >= MIN_IN_CHANNELS
+        && shape.out_height() >= MIN_OUT_SIDE
+        && shape.out_width() >= MIN_OUT_SIDE
+}
+
+/// The convolution, bias added: `[batch, out_channels, out_height,
+/// out_width]`, as [`super::conv::conv2d_forward`] computes it. Any
+/// padding and plane size are correct here; [`applies`] only says where
+/// it is faster.
+///
+/// # Panics
+/// If `shape` is not a supported 3×3 stride-1 convolution or a slice's
+/// length does not match.
+pub(super) fn forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+    assert!(
+        shape.conv_is_supported() && shape.kernel == 3 && shape.stride == 1,
+        "Winograd F(2×2, 3×3) does not cover {shape:?}"
+    );
+    assert_eq!(input.len(), shape.input_len(), "input length");
+    assert_eq!(weight.len(), shape.weight_len(), "weight length");
+    assert_eq!(bias.len(), shape.out_channels, "bias length");
+    let tiling = Tiling::new(shape);
+    let filters = transform_weights(weight, shape.out_channels, shape.in_channels);
+    let per_image_in = shape.input_len() / shape.batch;
+    let per_image_out = shape.conv_output_len() / shape.batch;
+    let images = images_per_job(shape.batch);
+    let group = (GEMM_TILES / tiling.per_image()).clamp(1, images);
+    let mut output = vec![0.0f32; shape.conv_output_len()];
+    output
+        .par_chunks_mut(per_image_out * images)
+        .zip(input.par_chunks(per_image_in * images))
+        .for_each(|(outputs, inputs)| {
+            let mut scratch = Scratch::new(shape, &tiling, group);
+            for (outputs, inputs) in outputs
+                .chunks_mut(per_image_out * group)
+                .zip(inputs.chunks(per_image_in * group))
+            {
+                for (i, image) in inputs.chunks(per_image_in).enumerate() {
+                    transform_input(shape, &tiling, image, &mut scratch, i * tiling.per_image());
+                }
+                let tiles = inputs.len() / per_image_in * tiling.per_image();
+                multiply(shape, &filters, &mut scratch, tiles);
+                for (i, image) in outputs.chunks_mut(per_image_out).enumerate() {
+                    let first = i * tiling.per_image();
+                    transform_output(shape, &tiling, &mut scratch, first, bias, image);
+                }
+            }
+        });
+    output
+}
+
+/// The weight gradient `[out, in, 3, 3]` from the layer's input and its
+/// output's gradient, through the same 16 points: the forward pass is
+/// bilinear in weight and input, so differentiating it point by point
+/// gives `∂g = Gᵀ [Σ_tiles (A ∂Y Aᵀ) ⊙ (Bᵀ d B)] G`, summed over every 2×2
+/// block `∂Y` of the output's gradient and its 4×4 input tile `d`. Per
+/// point, the sum over tiles is one GEMM as deep as the group has tiles.
+///
+/// Each rayon job sums its images into its own 16 matrices; the jobs are
+/// added in order, so the same inputs give the same bits on every run.
+///
+/// # Panics
+/// If `shape` is not a supported 3×3 stride-1 convolution or a slice's
+/// length does not match.
+pub(super) fn weight_grad(shape: &ConvShape, input: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    assert!(
+        shape.conv_is_supported() && shape.kernel == 3 && shape.stride == 1,
+        "Winograd F(2×2, 3×3) does not cover {shape:?}"
+    );
+    assert_eq!(input.len(), shape.input_len(), "input length");
+    assert_eq!(
+        output_grad.len(),
+        shape.conv_output_len(),
+        "output_grad length"
+    );
+    let tiling = Tiling::new(shape);
+    let per_image_in = shape.input_len() / shape.batch;
+    let per_image_out = shape.conv_output_len() / shape.batch;
+    let images = images_per_job(shape.batch);
+    let group = (GEMM_TILES / tiling.per_image()).clamp(1, images);
+    let pairs = shape.out_channels * shape.in_channels;
+    let sums: Vec<Vec<f32>> = input
+        .par_chunks(per_image_in * images)
+        .zip(output_grad.par_chunks(per_image_out * images))
+        .map(|(inputs, grads)| {
+            let mut scratch = Scratch::new(shape, &tiling, group);
+            let mut sums = vec![0.0f32; POINTS * pairs];
+            for (inputs, grads) in inputs
+                .chunks(per_image_in * group)
+                .zip(grads.chunks(per_image_out * group))
+            {
+                for (i, (image, grad)) in inputs
+                    .chunks(per_image_in)
+                    .zip(grads.chunks(per_image_out))
+                    .enumerate()
+                {
+                    let first = i * tiling.per_image();
+                    transform_input(shape, &tiling, image, &mut scratch, first);
+                    transform_grad(shape, &tiling, grad, &mut scratch, first);
+                }
+                let tiles = inputs.len() / per_image_in * tiling.per_image();
+                accumulate_products(shape, &scratch, tiles, &mut sums);
+            }
+            sums
+        })
+        .collect();
+    let total = sums
+        .into_iter()
+        .reduce(|mut total, job| {
+            total.iter_mut().zip(&job).for_each(|(t, j)| *t += j);
+            total
+        })
+        .unwrap_or_else(|| vec![0.0; POINTS * pairs]);
+    untransform_weights(&total, pairs)
+}
+
+/// Writes `A ∂Y Aᵀ` for every 2×2 block of one image's output gradient
+/// into `scratch.products` (`[point, out_channel, tile]`, this image's
+/// tiles from column `first`), zero past an odd plane's edge. `A` is
+/// `[[1, 0], [1, 1], [1, −1], [0, −1]]`: a pair `(u, v)` becomes
+/// `(u, u + v, u − v, −v)`, down the block and then across it.
+fn transform_grad(
+    shape: &ConvShape,
+    tiling: &Tiling,
+    grad: &[f32],
+    scratch: &mut Scratch,
+    first: usize,
+) {
+    let (oh, ow, cols) = (shape.out_height(), shape.out_width(), tiling.columns);
+    let outs = shape.out_channels;
+    let Scratch {
+        width,
+        products,
+        even,
+        odd,
+        down_even,
+        down_odd,
+        ..
+    } = scratch;
+    for o in 0..outs {
+        let plane = &grad[o * oh * ow..][..oh * ow];
+        for ty in 0..tiling.rows {
+            for i in 0..2 {
+                let y = 2 * ty + i;
+                let row = (y < oh).then(|| &plane[y * ow..][..ow]);
+                split_padded_row(row, 0, &mut even[i], &mut odd[i]);
+            }
+            expand_pair(&even[0], &even[1], down_even);
+            expand_pair(&odd[0], &odd[1], down_odd);
+            let mut rows = point_rows(products, outs, *width, o, first + ty * cols, cols);
+            for (rows, (e, o)) in rows
+                .chunks_exact_mut(4)
+                .zip(down_even.iter().zip(down_odd.iter()))
+            {
+                let [r0, r1, r2, r3] = rows else {
+                    unreachable!("chunks of four")
+                };
+                let (e, o) = (&e[..cols], &o[..cols]);
+                lanes(r0, e, o, |u, _| u);
+                lanes(r1, e, o, |u, v| u + v);
+                lanes(r2, e, o, |u, v| u - v);
+                lanes(r3, e, o, |_, v| -v);
+            }
+        }
+    }
+}
+
+/// `(u, u + v, u − v, −v)` for two rows `u`, `v`.
+fn expand_pair(u: &[f32], v: &[f32], out: &mut [Vec<f32>; 4]) {
+    let [d0, d1, d2, d3] = out;
+    lanes(d0, u, v, |u, _| u);
+    lanes(d1, u, v, |u, v| u + v);
+    lanes(d2, u, v, |u, v| u - v);
+    lanes(d3, u, v, |_, v| -v);
+}
+
+/// `sums[point] += Ŷ[point] · V[point]ᵀ` for the 16 points: out × in,
+/// summed over the group's `tiles`.
+fn accumulate_products(shape: &ConvShape, scratch: &Scratch, tiles: usize, sums: &mut [f32]) {
+    let (outs, ins, width) = (shape.out_channels, shape.in_channels, scratch.width);
+    for (point, sum) in sums.chunks_exact_mut(outs * ins).enumerate() {
+        gemm_f32(
+            Matrix::row_major(sum, ins),
+            (
+                &scratch.products[point * outs * width..][..outs * width],
+                width as isize,
+                1,
+            ),
+            (
+                &scratch.tiles[point * ins * width..][..ins * width],
+                1,
+                width as isize,
+            ),
+            (outs, ins, tiles),
+            true,
+        );
+    }
+}
+
+/// `Gᵀ S G` for each out–in pair's 16 sums `S` (`[point, pair]`): the
+/// `[out, in, 3, 3]` weight gradient. `Gᵀ` is `[[1, ½, ½, 0], [0, ½, −½,
+/// 0], [0, ½, ½, 1]]`.
+fn untransform_weights(sums: &[f32], pairs: usize) -> Vec<f32> {
+    let reduce = |s: [f32; 4]| -> [f32; 3] {
+        [
+            s[0] + 0.5 * (s[1] + s[2]),
+            0.5 * (s[1] - s[2]),
+            0.5 * (s[1] + s[2]) + s[3],
+        ]
+    };
+    let mut weight = vec![0.0f32; 9 * pairs];
+    for (pair, kernel) in weight.chunks_exact_mut(9).enumerate() {
+        let point = |i: usize, j: usize| sums[(4 * i + j) * pairs + pair];
+        // Gᵀ S: down each of the four columns.
+        let columns: [[f32; 3]; 4] =
+            std::array::from_fn(|j| reduce(std::array::from_fn(|i| point(i, j))));
+        // (Gᵀ S) G: across each of the three rows.
+        for (r, row) in kernel.chunks_exact_mut(3).enumerate() {
+            row.copy_from_slice(&reduce(std::array::from_fn(|j| columns[j][r])));
+        }
+    }
+    weight
+}
+
+/// Tiles of 2×2 outputs over one output plane; the last row or column of
+/// tiles hangs over an odd plane's edge (those outputs are not written).
+struct Tiling {
+    rows: usize,
+    columns: usize,
+}
+
+impl Tiling {
+    fn new(shape: &ConvShape) -> Self {
+        Self {
+            rows: shape.out_height().div_ceil(2),
+            columns: shape.out_width().div_ceil(2),
+        }
+    }
+
+    fn per_image(&self) -> usize {
+        self.rows * self.columns
+    }
+
+    /// Width of a tile row's input rows once padded: the `columns` tiles
+    /// read `2 · columns + 2` input columns, from `−padding` on.
+    fn padded_width(&self) -> usize {
+        2 * self.columns + 2
+    }
+}
+
+/// A job's buffers, reused across its groups of images.
+struct Scratch {
+    /// Tiles of a whole group: the row length of `tiles` and `products`.
+    width: usize,
+    /// `V`, laid out `[point, in_channel, tile]`.
+    tiles: Vec<f32>,
+    /// `M = U · V` in the forward pass, `A ∂Y Aᵀ` in the weight
+    /// gradient's, laid out `[point, out_channel, tile]`.
+    products: Vec<f32>,
+    /// Four padded input rows, split into even and odd columns.
+    even: [Vec<f32>; 4],
+    odd: [Vec<f32>; 4],
+    /// The same rows combined down the tile (`Bᵀ d`).
+    down_even: [Vec<f32>; 4],
+    down_odd: [Vec<f32>; 4],
+    /// `Aᵀ M`: a row of tiles' products combined into two rows, for each
+    /// of the four columns of the tile.
+    across: [Vec<f32>; 8],
+}
+
+impl Scratch {
+    fn new(shape: &ConvShape, tiling: &Tiling, group: usize) -> Self {
+        let tiles = group * tiling.per_image();
+        let half = tiling.padded_width() / 2;
+        Self {
+            width: tiles,
+            tiles: vec![0.0; POINTS * shape.in_channels * tiles],
+            products: vec![0.0; POINTS * shape.out_channels * tiles],
+            even: std::array::from_fn(|_| vec![0.0; half]),
+            odd: std::array::from_fn(|_| vec![0.0; half]),
+            down_even: std::array::from_fn(|_| vec![0.0; half]),
+            down_odd: std::array::from_fn(|_| vec![0.0; half]),
+            across: std::array::from_fn(|_| vec![0.0; tiling.columns]),
+        }
+    }
+}
+
+/// `U = G g Gᵀ` for every kernel, laid out `[point, out, in]` so that each
+/// point's matrix is one row-major GEMM operand. `G` is
+/// `[[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
+fn transform_weights(weight: &[f32], out_channels: usize, in_channels: usize) -> Vec<f32> {
+    let pairs = out_channels * in_channels;
+    let mut filters = vec![0.0f32; POINTS * pairs];
+    for (pair, g) in weight.chunks_exact(9).enumerate() {
+        // G g: four rows of three.
+        let mut gg = [[0.0f32; 3]; 4];
+        for x in 0..3 {
+            let (a, b, c) = (g[x], g[3 + x], g[6 + x]);
+            gg[0][x] = a;
+            gg[1][x] = 0.5 * (a + b + c);
+            gg[2][x] = 0.5 * (a - b + c);
+            gg[3][x] = c;
+        }
+        // (G g) Gᵀ: four rows of four.
+        for (i, [a, b, c]) in gg.into_iter().enumerate() {
+            let row = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+            for (j, value) in row.into_iter().enumerate() {
+                filters[(4 * i + j) * pairs + pair] = value;
+            }
+        }
+    }
+    filters
+}
+
+/// Writes `V = Bᵀ d B` for every tile of one image into `scratch.tiles`
+/// (`[point, channel, tile]`, this image's tiles from column `first`).
+/// `Bᵀ` is `[[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`.
+///
+/// A row of tiles at a time, as whole-row vector operations: its four input
+/// rows are split into even and odd columns, combined down the tile (`Bᵀ d`),
+/// then across it (`· B`), where tile `j`'s columns `2j … 2j + 3` are
+/// `even[j], odd[j], even[j + 1], odd[j + 1]`.
+fn transform_input(
+    shape: &ConvShape,
+    tiling: &Tiling,
+    image: &[f32],
+    scratch: &mut Scratch,
+    first: usize,
+) {
+    let (plane, cols) = (shape.height * shape.width, tiling.columns);
+    let channels = shape.in_channels;
+    let Scratch {
+        width,
+        tiles,
+        even,
+        odd,
+        down_even,
+        down_odd,
+        ..
+    } = scratch;
+    for c in 0..channels {
+        let channel = &image[c * plane..][..plane];
+        for ty in 0..tiling.rows {
+            for (i, (even, odd)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                let row = (2 * ty + i)
+                    .checked_sub(shape.padding)
+                    .filter(|&y| y < shape.height)
+                    .map(|y| &channel[y * shape.width..][..shape.width]);
+                split_padded_row(row, shape.padding, even, odd);
+            }
+            combine_down(even, down_even);
+            combine_down(odd, down_odd);
+            let mut rows = point_rows(tiles, channels, *width, c, first + ty * cols, cols);
+            for (rows, (e, o)) in rows
+                .chunks_exact_mut(4)
+                .zip(down_even.iter().zip(down_odd.iter()))
+            {
+                let [r0, r1, r2, r3] = rows else {
+                    unreachable!("chunks of four")
+                };
+                let (e0, e1, o0, o1) = (&e[..cols], &e[1..], &o[..cols], &o[1..]);
+                lanes(r0, e0, e1, |a, b| a - b);
+                lanes(r1, o0, e1, |a, b| a + b);
+                lanes(r2, e1, o0, |a, b| a - b);
+                lanes(r3, o0, o1, |a, b| a - b);
+            }
+        }
+    }
+}
+
+/// `out[j] = f(a[j], b[j])`, in a loop the compiler vectorises.
+fn lanes(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = f(a, b);
+    }
+}
+
+/// `Bᵀ d` down four rows: `[r0 − r2, r1 + r2, r2 − r1, r1 − r3]`.
+fn combine_down(rows: &[Vec<f32>; 4], down: &mut [Vec<f32>; 4]) {
+    let [r0, r1, r2, r3] = rows;
+    let [d0, d1, d2, d3] = down;
+    lanes(d0, r0, r2, |a, b| a - b);
+    lanes(d1, r1, r2, |a, b| a + b);
+    lanes(d2, r2, r1, |a, b| a - b);
+    lanes(d3, r1, r3, |a, b| a - b);
+}
+
+/// One input row, read from column `−padding` on with zeros outside the
+/// image (all zeros for a row outside it), split into its even and odd
+/// columns.
+fn split_padded_row(row: Option<&[f32]>, padding: usize, even: &mut [f32], odd: &mut [f32]) {
+    even.fill(0.0);
+    odd.fill(0.0);
+    let Some(row) = row else { return };
+    // Padded column x + padding holds row[x]: with an even padding the
+    // row's even columns go to `even`, with an odd one to `odd`.
+    let half = padding / 2;
+    let (first, second) = if padding.is_multiple_of(2) {
+        (&mut even[half..], &mut odd[half..])
+    } else {
+        (&mut odd[half..], &mut even[half + 1..])
+    };
+    for (pair, (a, b)) in row
+        .chunks_exact(2)
+        .zip(first.iter_mut().zip(second.iter_mut()))
+    {
+        *a = pair[0];
+        *b = pair[1];
+    }
+    if row.len() % 2 == 1 {
+        first[row.len() / 2] = row[row.len() - 1];
+    }
+}
+
+/// The 16 rows `[point, channel, start..start + len]` of a
+/// `[point, channel, tile]` buffer whose rows are `tiles` wide.
+fn point_rows(
+    buffer: &mut [f32],
+    channels: usize,
+    tiles: usize,
+    channel: usize,
+    start: usize,
+    len: usize,
+) -> [&mut [f32]; POINTS] {
+    let mut points = buffer.chunks_exact_mut(channels * tiles);
+    std::array::from_fn(|_| {
+        let point = points.next().expect("a buffer of 16 points");
+        &mut point[channel * tiles + start..][..len]
+    })
+}
+
+/// `M[point] = U[point] · V[point]` for the 16 points.
+fn multiply(shape: &ConvShape, filters: &[f32], scratch: &mut Scratch, tiles: usize) {
+    let (outs, ins, width) = (shape.out_channels, shape.in_channels, scratch.width);
+    for point in 0..POINTS {
+        gemm_f32(
+            Matrix::row_major(
+                &mut scratch.products[point * outs * width..][..outs * width],
+                width,
+            ),
+            (
+                &filters[point * outs * ins..][..outs * ins],
+                ins as isize,
+                1,
+            ),
+            (
+                &scratch.tiles[point * ins * width..][..ins * width],
+                width as isize,
+                1,
+            ),
+            (outs, tiles, ins),
+            false,
+        );
+    }
+}
+
+/// Writes one image's output from `M` (`scratch.products`, this image's
+/// tiles from column `first`): `Y = Aᵀ M A` plus the bias, with
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, a row of tiles at a time.
+fn transform_output(
+    shape: &ConvShape,
+    tiling: &Tiling,
+    scratch: &mut Scratch,
+    first: usize,
+    bias: &[f32],
+    image: &mut [f32],
+) {
+    let (oh, ow, cols) = (shape.out_height(), shape.out_width(), tiling.columns);
+    let outs = shape.out_channels;
+    let Scratch {
+        width,
+        products,
+        across,
+        ..
+    } = scratch;
+    for (o, plane) in image.chunks_exact_mut(oh * ow).enumerate() {
+        for ty in 0..tiling.rows {
+            let start = first + ty * cols;
+            let m: [&[f32]; POINTS] = std::array::from_fn(|point| {
+                &products[(point * outs + o) * *width + start..][..cols]
+            });
+            // Aᵀ M, column k of the tile: rows 0 + 1 + 2 and 1 − 2 − 3.
+            let (top_sums, bottom_sums) = across.split_at_mut(4);
+            for k in 0..4 {
+                sum3(&mut top_sums[k], m[k], m[4 + k], m[8 + k], 1.0);
+                sum3(&mut bottom_sums[k], m[4 + k], m[8 + k], m[12 + k], -1.0);
+            }
+            let (top, bottom) = plane[2 * ty * ow..].split_at_mut(ow);
+            write_output_row(top, top_sums, bias[o]);
+            if 2 * ty + 1 < oh {
+                write_output_row(&mut bottom[..ow], bottom_sums, bias[o]);
+            }
+        }
+    }
+}
+
+/// `out = a + b + c` with `sign = 1`, or `a − b − c` with `sign = −1`.
+fn sum3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sign: f32) {
+    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o = a + sign * (b + c);
+    }
+}
+
+/// `(Aᵀ M) A` for one output row: tile `j` writes columns `2j` (`s0 + s1 +
+/// s2`) and `2j + 1` (`s1 − s2 − s3`), the last one dropped past an odd
+/// row's end.
+fn write_output_row(out: &mut [f32], sums: &[Vec<f32>], bias: f32) {
+    let [s0, s1, s2, s3] = sums else {
+        unreachable!("four columns per tile")
+    };
+    let pairs = out.len() / 2;
+    for ((((pair, &a), &b), &c), &d) in out
+        .chunks_exact_mut(2)
+        .zip(s0.iter())
+        .zip(s1.iter())
+        .zip(s2.iter())
+        .zip(s3.iter())
+    {
+        pair[0] = a + b + c + bias;
+        pair[1] = b - c - d + bias;
+    }
+    if out.len() % 2 == 1 {
+        out[2 * pairs] = s0[pairs] + s1[pairs] + s2[pairs] + bias;
+    }
+}
