@@ -142,7 +142,8 @@ fn plain_convolution_matches_burns_forward_and_backward() {
     for (backend, device) in test_devices() {
         let device = device.autodiff();
         // seed-plus's two layers, an odd plane, a 1×1 kernel, HVC's 3×3
-        // unpadded layer, a 3×3 layer wide enough for Winograd on flex, and
+        // unpadded layer, a 3×3 layer wide and deep enough for Winograd on
+        // flex (forward, weight and input gradients), and
         // the Kaggle-style CNN's strided 5×5 and its 4×4 down to one pixel.
         for (cin, cout, side, kernel, stride, padding) in [
             (1, 16, 28, 5, 1, 2),
@@ -150,7 +151,7 @@ fn plain_convolution_matches_burns_forward_and_backward() {
             (3, 4, 7, 3, 1, 1),
             (2, 3, 5, 1, 1, 0),
             (8, 12, 12, 3, 1, 0),
-            (16, 8, 14, 3, 1, 1),
+            (16, 64, 14, 3, 1, 1),
             (6, 8, 12, 5, 2, 2),
             (4, 6, 4, 4, 1, 0),
             (3, 5, 9, 3, 2, 0),

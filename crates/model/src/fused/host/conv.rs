@@ -201,7 +201,7 @@ pub fn conv_pool_relu_forward(
 
 /// The plain convolution, bias added: `[batch, out_channels, out_height,
 /// out_width]`. Wide 3×3 stride-1 layers go through Winograd's F(2×2,
-/// 3×3) ([`winograd::applies`]); the others through im2col, where images
+/// 3×3) (`winograd::applies`); the others through im2col, where images
 /// with small output planes share one GEMM, up to 512 output pixels' worth.
 pub fn conv2d_forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     check_conv_lengths(shape, input, weight, bias);
@@ -308,7 +308,9 @@ pub fn conv_pool_relu_backward(
 }
 
 /// The plain convolution's backward pass, given its input and weight and
-/// the gradient of its output.
+/// the gradient of its output. Wide 3×3 stride-1 layers take their weight
+/// gradient, and with many output channels their input gradient, from
+/// Winograd's F(2×2, 3×3) (module `winograd`).
 pub fn conv2d_backward(
     shape: &ConvShape,
     input: &[f32],
@@ -333,9 +335,10 @@ pub fn conv2d_backward(
     let group = images_per_gemm(shape);
     let unrolling = Unrolling::for_shape(shape);
     let weight_by_winograd = winograd::applies(shape);
+    let input_by_winograd = want_input_grad && winograd::applies_to_input_grad(shape);
     let mut grads = backward_jobs(
         shape,
-        want_input_grad,
+        want_input_grad && !input_by_winograd,
         group,
         |acc, first, count, input_grad| {
             let width = count * out_plane;
@@ -369,6 +372,9 @@ pub fn conv2d_backward(
     );
     if weight_by_winograd {
         grads.weight = winograd::weight_grad(shape, input, output_grad);
+    }
+    if input_by_winograd {
+        grads.input = Some(winograd::input_grad(shape, weight, output_grad));
     }
     grads
 }

@@ -314,7 +314,7 @@ fn general_convolution_matches_naive_loops() {
     }
 }
 
-/// Winograd's F(2×2, 3×3), forward and weight gradient, called directly,
+/// Winograd's F(2×2, 3×3), forward and both gradients, called directly,
 /// whatever the rule for when a layer takes it: every padding up to one that leaves whole tiles
 /// reading zeros, odd and even planes (a tile hanging over the edge), one
 /// input channel, a plane too big to share a GEMM with another image, and
@@ -350,6 +350,12 @@ fn winograd_matches_naive_loops() {
             assert!((g - e).abs() < 1e-5, "{s:?} [{j}]: {g} vs {e}");
         }
         let r = pseudo_random(s.conv_output_len(), 280 + i as u32);
+        if padding <= 2 {
+            let got = winograd::input_grad(&s, &wt, &r);
+            for (j, (g, e)) in got.iter().zip(naive_input_grad(&s, &wt, &r)).enumerate() {
+                assert!((g - e).abs() < 1e-5, "{s:?} input [{j}]: {g} vs {e}");
+            }
+        }
         let got = winograd::weight_grad(&s, &x, &r);
         let expected = naive_weight_grad(&s, &x, &r);
         assert_eq!(got.len(), expected.len(), "{s:?}");
@@ -365,7 +371,8 @@ fn winograd_matches_naive_loops() {
 }
 
 /// The plain convolution hands wide 3×3 stride-1 layers' forward pass and
-/// weight gradient to Winograd and keeps the rest on im2col; both give the
+/// weight gradient to Winograd, and their input gradient too when they
+/// have many output channels; it keeps the rest on im2col. Both give the
 /// naive loops' answer.
 #[test]
 fn wide_three_by_three_layers_take_winograd() {
@@ -392,8 +399,10 @@ fn wide_three_by_three_layers_take_winograd() {
     for (g, e) in grads.weight.iter().zip(naive_weight_grad(&s, &x, &r)) {
         assert!((g - e).abs() < 1e-3, "weight: {g} vs {e}");
     }
-    // The input gradient stays on im2col, which now skips the unrolling
-    // the weight gradient no longer needs.
+    // With 5 output channels the input gradient stays on im2col, which
+    // then skips the unrolling the weight gradient no longer needs; with
+    // 64 it takes Winograd too.
+    assert!(!winograd::applies_to_input_grad(&s));
     for (g, e) in grads
         .input
         .unwrap()
@@ -401,6 +410,24 @@ fn wide_three_by_three_layers_take_winograd() {
         .zip(naive_input_grad(&s, &w, &r))
     {
         assert!((g - e).abs() < 1e-4, "input: {g} vs {e}");
+    }
+    let deep = ConvShape {
+        batch: 1,
+        out_channels: 64,
+        ..s
+    };
+    assert!(winograd::applies_to_input_grad(&deep));
+    let w = pseudo_random(deep.weight_len(), 264);
+    let r = pseudo_random(deep.conv_output_len(), 265);
+    let x = &x[..deep.input_len()];
+    let grads = conv2d_backward(&deep, x, &w, &r, true);
+    for (g, e) in grads
+        .input
+        .unwrap()
+        .iter()
+        .zip(naive_input_grad(&deep, &w, &r))
+    {
+        assert!((g - e).abs() < 1e-3, "deep input: {g} vs {e}");
     }
     // The Kaggle-style CNN's first layer (one input channel) and its
     // 10×10 layer stay on im2col, as do 5×5 and strided kernels.

@@ -14,12 +14,14 @@
 //! transformed 2×2 blocks of the output's gradient, one GEMM per point
 //! summing over every tile, then `Gᵀ · G` back to 3×3.
 //!
-//! Both only where they pay (see [`applies`]): fewer multiplications, but
-//! the forward pass's sixteen GEMMs are only as deep as the layer has input
-//! channels, where im2col makes one nine times deeper, and the transforms
-//! are pure memory traffic. The input gradient is also a 3×3 convolution
-//! (padded by `2 − p`, so with more tiles); through this kernel it was no
-//! faster than im2col's (docs/performance.md), so it stays with im2col.
+//! The input gradient is a 3×3 convolution too (the weight turned half a
+//! turn, channels swapped, padding `2 − p`), so it reuses the forward pass.
+//!
+//! Each only where it pays ([`applies`], [`applies_to_input_grad`]): fewer
+//! multiplications, but the forward pass's sixteen GEMMs are only as deep
+//! as the layer has input channels, where im2col makes one nine times
+//! deeper, and the transforms are pure memory traffic (docs/performance.md
+//! has the timings behind the thresholds).
 
 use rayon::prelude::*;
 
@@ -99,6 +101,60 @@ pub(super) fn forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[
             }
         });
     output
+}
+
+/// Whether the input gradient of `shape` goes through F(2×2, 3×3): the
+/// gradient is the 3×3 convolution of the output's gradient (as many
+/// channels as the layer has outputs) padded by `2 − padding`, so this
+/// needs a padding of at most 2 and enough output channels.
+pub(super) fn applies_to_input_grad(shape: &ConvShape) -> bool {
+    applies(shape) && shape.padding <= 2 && shape.out_channels >= MIN_GRAD_CHANNELS
+}
+
+/// Output channels below which the input gradient is faster through
+/// im2col (its Winograd form has more tiles than the forward pass).
+const MIN_GRAD_CHANNELS: usize = 64;
+
+/// The input gradient `[batch, in, height, width]` from the output's
+/// gradient: the convolution of that gradient with the weight turned half
+/// a turn and its channels swapped, padded by `2 − padding`.
+///
+/// # Panics
+/// If [`applies_to_input_grad`] is false or a slice's length does not
+/// match.
+pub(super) fn input_grad(shape: &ConvShape, weight: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    assert!(shape.padding <= 2, "padding {} over 2", shape.padding);
+    assert_eq!(weight.len(), shape.weight_len(), "weight length");
+    let transposed = ConvShape {
+        batch: shape.batch,
+        in_channels: shape.out_channels,
+        out_channels: shape.in_channels,
+        height: shape.out_height(),
+        width: shape.out_width(),
+        kernel: 3,
+        stride: 1,
+        padding: 2 - shape.padding,
+    };
+    let turned = turned_weight(weight, shape.out_channels, shape.in_channels);
+    forward(
+        &transposed,
+        output_grad,
+        &turned,
+        &vec![0.0; shape.in_channels],
+    )
+}
+
+/// `[out, in, 3, 3]` to `[in, out, 3, 3]`, each kernel turned half a turn.
+fn turned_weight(weight: &[f32], out_channels: usize, in_channels: usize) -> Vec<f32> {
+    let mut turned = vec![0.0f32; weight.len()];
+    for (pair, kernel) in weight.chunks_exact(9).enumerate() {
+        let (o, c) = (pair / in_channels, pair % in_channels);
+        let to = &mut turned[(c * out_channels + o) * 9..][..9];
+        for (t, k) in to.iter_mut().zip(kernel.iter().rev()) {
+            *t = *k;
+        }
+    }
+    turned
 }
 
 /// The weight gradient `[out, in, 3, 3]` from the layer's input and its
