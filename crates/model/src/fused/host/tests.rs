@@ -456,6 +456,58 @@ fn wide_three_by_three_layers_take_winograd() {
     }
 }
 
+/// The kernels' own standard for a layer that takes all three Winograd
+/// paths: central differences of the naive loops agree with the weight
+/// and input gradients (the loss Σ conv(x) · r is linear, so they are
+/// exact up to rounding), checked on a spread of elements.
+#[test]
+fn winograd_gradients_match_central_differences() {
+    let s = ConvShape {
+        batch: 2,
+        in_channels: 16,
+        out_channels: 64,
+        height: 15,
+        width: 14,
+        kernel: 3,
+        stride: 1,
+        padding: 0,
+    };
+    assert!(winograd::applies(&s) && winograd::applies_to_input_grad(&s));
+    let x = pseudo_random(s.input_len(), 300);
+    let w = pseudo_random(s.weight_len(), 301);
+    let b = vec![0.0; s.out_channels];
+    let r = pseudo_random(s.conv_output_len(), 302);
+    let loss = |x: &[f32], w: &[f32]| -> f64 {
+        let out = naive_conv(&s, x, w, &b);
+        out.iter().zip(&r).map(|(o, r)| f64::from(o * r)).sum()
+    };
+    let grads = conv2d_backward(&s, &x, &w, &r, true);
+    let eps = 1e-2f32;
+    let difference = |v: &[f32], i: usize, at: &dyn Fn(&[f32]) -> f64| -> f32 {
+        let (mut plus, mut minus) = (v.to_vec(), v.to_vec());
+        plus[i] += eps;
+        minus[i] -= eps;
+        ((at(&plus) - at(&minus)) / (2.0 * f64::from(eps))) as f32
+    };
+    for i in (0..s.weight_len()).step_by(97) {
+        let numeric = difference(&w, i, &|w| loss(&x, w));
+        let analytic = grads.weight[i];
+        assert!(
+            (analytic - numeric).abs() < 2e-3,
+            "weight[{i}]: {analytic} vs {numeric}"
+        );
+    }
+    let input = grads.input.as_ref().unwrap();
+    for i in (0..s.input_len()).step_by(61) {
+        let numeric = difference(&x, i, &|x| loss(x, &w));
+        assert!(
+            (input[i] - numeric).abs() < 2e-3,
+            "input[{i}]: {} vs {numeric}",
+            input[i]
+        );
+    }
+}
+
 /// As for the "same" convolution: the loss is linear in input and weight,
 /// so central differences of the naive loops are exact up to rounding.
 #[test]
