@@ -44,6 +44,10 @@ const MIN_IN_CHANNELS: usize = 16;
 /// through im2col, HVC's 12×12 one through this kernel).
 const MIN_OUT_SIDE: usize = 12;
 
+/// Output channels below which the input gradient is faster through
+/// im2col (its Winograd form has more tiles than the forward pass).
+const MIN_GRAD_CHANNELS: usize = 64;
+
 /// Whether the forward pass and weight gradient of `shape` go through
 /// F(2×2, 3×3): a 3×3 kernel at stride 1, with enough input channels and
 /// output pixels for it to beat im2col (the thresholds come from timing
@@ -55,6 +59,14 @@ pub(super) fn applies(shape: &ConvShape) -> bool {
         && shape.in_channels >= MIN_IN_CHANNELS
         && shape.out_height() >= MIN_OUT_SIDE
         && shape.out_width() >= MIN_OUT_SIDE
+}
+
+/// Whether the input gradient of `shape` goes through F(2×2, 3×3): the
+/// gradient is the 3×3 convolution of the output's gradient (as many
+/// channels as the layer has outputs) padded by `2 − padding`, so this
+/// needs a padding of at most 2 and enough output channels.
+pub(super) fn applies_to_input_grad(shape: &ConvShape) -> bool {
+    applies(shape) && shape.padding <= 2 && shape.out_channels >= MIN_GRAD_CHANNELS
 }
 
 /// The convolution, bias added: `[batch, out_channels, out_height,
@@ -103,27 +115,21 @@ pub(super) fn forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[
     output
 }
 
-/// Whether the input gradient of `shape` goes through F(2×2, 3×3): the
-/// gradient is the 3×3 convolution of the output's gradient (as many
-/// channels as the layer has outputs) padded by `2 − padding`, so this
-/// needs a padding of at most 2 and enough output channels.
-pub(super) fn applies_to_input_grad(shape: &ConvShape) -> bool {
-    applies(shape) && shape.padding <= 2 && shape.out_channels >= MIN_GRAD_CHANNELS
-}
-
-/// Output channels below which the input gradient is faster through
-/// im2col (its Winograd form has more tiles than the forward pass).
-const MIN_GRAD_CHANNELS: usize = 64;
-
 /// The input gradient `[batch, in, height, width]` from the output's
 /// gradient: the convolution of that gradient with the weight turned half
 /// a turn and its channels swapped, padded by `2 − padding`.
 ///
+/// Correct for any such layer; [`applies_to_input_grad`] only says where
+/// it is faster.
+///
 /// # Panics
-/// If [`applies_to_input_grad`] is false or a slice's length does not
-/// match.
+/// If `shape` is not a supported 3×3 stride-1 convolution with padding at
+/// most 2, or a slice's length does not match.
 pub(super) fn input_grad(shape: &ConvShape, weight: &[f32], output_grad: &[f32]) -> Vec<f32> {
-    assert!(shape.padding <= 2, "padding {} over 2", shape.padding);
+    assert!(
+        shape.conv_is_supported() && shape.kernel == 3 && shape.stride == 1 && shape.padding <= 2,
+        "Winograd's input gradient does not cover {shape:?}"
+    );
     assert_eq!(weight.len(), shape.weight_len(), "weight length");
     let transposed = ConvShape {
         batch: shape.batch,
