@@ -90,7 +90,7 @@ pub(super) fn forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[
     let per_image_in = shape.input_len() / shape.batch;
     let per_image_out = shape.conv_output_len() / shape.batch;
     let images = images_per_job(shape.batch);
-    let group = (GEMM_TILES / tiling.per_image()).clamp(1, images);
+    let group = tiling.images_per_group(images);
     let mut output = vec![0.0f32; shape.conv_output_len()];
     output
         .par_chunks_mut(per_image_out * images)
@@ -191,7 +191,7 @@ pub(super) fn weight_grad(shape: &ConvShape, input: &[f32], output_grad: &[f32])
     let per_image_in = shape.input_len() / shape.batch;
     let per_image_out = shape.conv_output_len() / shape.batch;
     let images = images_per_job(shape.batch);
-    let group = (GEMM_TILES / tiling.per_image()).clamp(1, images);
+    let group = tiling.images_per_group(images);
     let pairs = shape.out_channels * shape.in_channels;
     let sums: Vec<Vec<f32>> = input
         .par_chunks(per_image_in * images)
@@ -259,29 +259,28 @@ fn transform_grad(
                 let row = (y < oh).then(|| &plane[y * ow..][..ow]);
                 split_padded_row(row, 0, &mut even[i], &mut odd[i]);
             }
-            expand_pair(&even[0], &even[1], down_even);
-            expand_pair(&odd[0], &odd[1], down_odd);
-            let mut rows = point_rows(products, outs, *width, o, first + ty * cols, cols);
-            for (rows, (e, o)) in rows
-                .chunks_exact_mut(4)
+            apply_a(
+                [&even[0], &even[1]],
+                down_even.each_mut().map(Vec::as_mut_slice),
+            );
+            apply_a(
+                [&odd[0], &odd[1]],
+                down_odd.each_mut().map(Vec::as_mut_slice),
+            );
+            let tile_rows = point_rows(products, outs, *width, o, first + ty * cols, cols);
+            for (points, (e, o)) in tile_rows
+                .into_iter()
                 .zip(down_even.iter().zip(down_odd.iter()))
             {
-                let [r0, r1, r2, r3] = rows else {
-                    unreachable!("chunks of four")
-                };
-                let (e, o) = (&e[..cols], &o[..cols]);
-                lanes(r0, e, o, |u, _| u);
-                lanes(r1, e, o, |u, v| u + v);
-                lanes(r2, e, o, |u, v| u - v);
-                lanes(r3, e, o, |_, v| -v);
+                apply_a([&e[..cols], &o[..cols]], points);
             }
         }
     }
 }
 
-/// `(u, u + v, u − v, −v)` for two rows `u`, `v`.
-fn expand_pair(u: &[f32], v: &[f32], out: &mut [Vec<f32>; 4]) {
-    let [d0, d1, d2, d3] = out;
+/// `A` applied to two rows `u`, `v`, element by element: `(u, u + v,
+/// u − v, −v)`.
+fn apply_a([u, v]: [&[f32]; 2], [d0, d1, d2, d3]: [&mut [f32]; 4]) {
     lanes(d0, u, v, |u, _| u);
     lanes(d1, u, v, |u, v| u + v);
     lanes(d2, u, v, |u, v| u - v);
@@ -353,6 +352,11 @@ impl Tiling {
 
     fn per_image(&self) -> usize {
         self.rows * self.columns
+    }
+
+    /// Images whose tiles share one round of GEMMs, at most a job's.
+    fn images_per_group(&self, images_per_job: usize) -> usize {
+        (GEMM_TILES / self.per_image()).clamp(1, images_per_job)
     }
 
     /// Width of a tile row's input rows once padded: the `columns` tiles
@@ -462,21 +466,22 @@ fn transform_input(
                     .map(|y| &channel[y * shape.width..][..shape.width]);
                 split_padded_row(row, shape.padding, even, odd);
             }
-            combine_down(even, down_even);
-            combine_down(odd, down_odd);
-            let mut rows = point_rows(tiles, channels, *width, c, first + ty * cols, cols);
-            for (rows, (e, o)) in rows
-                .chunks_exact_mut(4)
+            // Down the tile: the four rows.
+            apply_bt(
+                even.each_ref().map(Vec::as_slice),
+                down_even.each_mut().map(Vec::as_mut_slice),
+            );
+            apply_bt(
+                odd.each_ref().map(Vec::as_slice),
+                down_odd.each_mut().map(Vec::as_mut_slice),
+            );
+            // Across it: tile j's four columns.
+            let tile_rows = point_rows(tiles, channels, *width, c, first + ty * cols, cols);
+            for (points, (e, o)) in tile_rows
+                .into_iter()
                 .zip(down_even.iter().zip(down_odd.iter()))
             {
-                let [r0, r1, r2, r3] = rows else {
-                    unreachable!("chunks of four")
-                };
-                let (e0, e1, o0, o1) = (&e[..cols], &e[1..], &o[..cols], &o[1..]);
-                lanes(r0, e0, e1, |a, b| a - b);
-                lanes(r1, o0, e1, |a, b| a + b);
-                lanes(r2, e1, o0, |a, b| a - b);
-                lanes(r3, o0, o1, |a, b| a - b);
+                apply_bt([&e[..cols], &o[..cols], &e[1..], &o[1..]], points);
             }
         }
     }
@@ -489,10 +494,9 @@ fn lanes(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
     }
 }
 
-/// `Bᵀ d` down four rows: `[r0 − r2, r1 + r2, r2 − r1, r1 − r3]`.
-fn combine_down(rows: &[Vec<f32>; 4], down: &mut [Vec<f32>; 4]) {
-    let [r0, r1, r2, r3] = rows;
-    let [d0, d1, d2, d3] = down;
+/// `Bᵀ` applied to four rows, element by element: `(r0 − r2, r1 + r2,
+/// r2 − r1, r1 − r3)`.
+fn apply_bt([r0, r1, r2, r3]: [&[f32]; 4], [d0, d1, d2, d3]: [&mut [f32]; 4]) {
     lanes(d0, r0, r2, |a, b| a - b);
     lanes(d1, r1, r2, |a, b| a + b);
     lanes(d2, r2, r1, |a, b| a - b);
@@ -526,8 +530,9 @@ fn split_padded_row(row: Option<&[f32]>, padding: usize, even: &mut [f32], odd: 
     }
 }
 
-/// The 16 rows `[point, channel, start..start + len]` of a
-/// `[point, channel, tile]` buffer whose rows are `tiles` wide.
+/// The 16 rows `[point, channel, start..start + len]` of a `[point,
+/// channel, tile]` buffer whose rows are `tiles` wide, grouped as the
+/// 4 × 4 tile's rows of points.
 fn point_rows(
     buffer: &mut [f32],
     channels: usize,
@@ -535,12 +540,11 @@ fn point_rows(
     channel: usize,
     start: usize,
     len: usize,
-) -> [&mut [f32]; POINTS] {
-    let mut points = buffer.chunks_exact_mut(channels * tiles);
-    std::array::from_fn(|_| {
-        let point = points.next().expect("a buffer of 16 points");
-        &mut point[channel * tiles + start..][..len]
-    })
+) -> [[&mut [f32]; 4]; 4] {
+    let mut points = buffer
+        .chunks_exact_mut(channels * tiles)
+        .map(|point| &mut point[channel * tiles + start..][..len]);
+    std::array::from_fn(|_| std::array::from_fn(|_| points.next().expect("16 points")))
 }
 
 /// `M[point] = U[point] · V[point]` for the 16 points.
