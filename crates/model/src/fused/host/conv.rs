@@ -336,9 +336,18 @@ pub fn conv2d_backward(
     let unrolling = Unrolling::for_shape(shape);
     let weight_by_winograd = winograd::applies(shape);
     let input_by_winograd = want_input_grad && winograd::applies_to_input_grad(shape);
+    let input_by_im2col = want_input_grad && !input_by_winograd;
+    if weight_by_winograd && !input_by_im2col {
+        // Nothing is left for im2col: no jobs, no scratch, no copies.
+        return ConvPoolGrads {
+            input: input_by_winograd.then(|| winograd::input_grad(shape, weight, output_grad)),
+            weight: winograd::weight_grad(shape, input, output_grad),
+            bias: bias_grad(shape, output_grad),
+        };
+    }
     let mut grads = backward_jobs(
         shape,
-        want_input_grad && !input_by_winograd,
+        input_by_im2col,
         group,
         |acc, first, count, input_grad| {
             let width = count * out_plane;
@@ -373,10 +382,19 @@ pub fn conv2d_backward(
     if weight_by_winograd {
         grads.weight = winograd::weight_grad(shape, input, output_grad);
     }
-    if input_by_winograd {
-        grads.input = Some(winograd::input_grad(shape, weight, output_grad));
-    }
     grads
+}
+
+/// The bias gradient: each output channel's gradient summed over the batch.
+fn bias_grad(shape: &ConvShape, output_grad: &[f32]) -> Vec<f32> {
+    let plane = shape.out_plane();
+    let mut bias = vec![0.0f32; shape.out_channels];
+    for image in output_grad.chunks_exact(shape.out_channels * plane) {
+        for (b, channel) in bias.iter_mut().zip(image.chunks_exact(plane)) {
+            *b += channel.iter().sum::<f32>();
+        }
+    }
+    bias
 }
 
 /// Runs `per_group(accumulators, first image, images, their input
