@@ -6,87 +6,19 @@ use super::conv::*;
 use super::pool::*;
 use super::winograd;
 
-/// Straightforward loops: the definition the kernels must match.
-fn naive_conv(shape: &ConvShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
-    let (h, wd, k) = (shape.height, shape.width, shape.kernel);
-    let (s, pad) = (shape.stride, shape.padding as isize);
-    let (oh, ow) = (shape.out_height(), shape.out_width());
-    let mut out = vec![0.0; shape.batch * shape.out_channels * oh * ow];
-    for n in 0..shape.batch {
-        for o in 0..shape.out_channels {
-            for y in 0..oh {
-                for xx in 0..ow {
-                    let mut acc = b[o] as f64;
-                    for c in 0..shape.in_channels {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let iy = (y * s + ky) as isize - pad;
-                                let ix = (xx * s + kx) as isize - pad;
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                    continue;
-                                }
-                                let xi = ((n * shape.in_channels + c) * h + iy as usize) * wd
-                                    + ix as usize;
-                                let wi = ((o * shape.in_channels + c) * k + ky) * k + kx;
-                                acc += (x[xi] * w[wi]) as f64;
-                            }
-                        }
-                    }
-                    out[((n * shape.out_channels + o) * oh + y) * ow + xx] = acc as f32;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `∂L/∂w[o, c, ky, kx] = Σ ∂L/∂out[n, o, y, x] · x[n, c, y·s + ky − p,
-/// x·s + kx − p]`, straight from the definition.
-fn naive_weight_grad(shape: &ConvShape, x: &[f32], output_grad: &[f32]) -> Vec<f32> {
-    let (h, wd, k) = (shape.height, shape.width, shape.kernel);
-    let (s, pad) = (shape.stride, shape.padding as isize);
-    let (oh, ow) = (shape.out_height(), shape.out_width());
-    let mut grad = vec![0.0; shape.weight_len()];
-    for o in 0..shape.out_channels {
-        for c in 0..shape.in_channels {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let mut acc = 0.0f64;
-                    for n in 0..shape.batch {
-                        for y in 0..oh {
-                            for xx in 0..ow {
-                                let iy = (y * s + ky) as isize - pad;
-                                let ix = (xx * s + kx) as isize - pad;
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                    continue;
-                                }
-                                let xi = ((n * shape.in_channels + c) * h + iy as usize) * wd
-                                    + ix as usize;
-                                let gi = ((n * shape.out_channels + o) * oh + y) * ow + xx;
-                                acc += (x[xi] * output_grad[gi]) as f64;
-                            }
-                        }
-                    }
-                    grad[((o * shape.in_channels + c) * k + ky) * k + kx] = acc as f32;
-                }
-            }
-        }
-    }
-    grad
-}
-
-/// `∂L/∂x[n, c, iy, ix] = Σ ∂L/∂out[n, o, y, x] · w[o, c, ky, kx]` over the
-/// outputs that read that pixel.
-fn naive_input_grad(shape: &ConvShape, w: &[f32], output_grad: &[f32]) -> Vec<f32> {
+/// Every multiply-add of the convolution, straight from its definition:
+/// `visit(input index, weight index, output index)` for each output pixel,
+/// input channel and kernel offset that reads inside the image, in that
+/// order (output pixels outermost).
+fn for_each_tap(shape: &ConvShape, mut visit: impl FnMut(usize, usize, usize)) {
     let (h, wd, k) = (shape.height, shape.width, shape.kernel);
     let (s, pad) = (shape.stride, shape.padding);
     let (oh, ow) = (shape.out_height(), shape.out_width());
-    let mut grad = vec![0.0f32; shape.input_len()];
     for n in 0..shape.batch {
         for o in 0..shape.out_channels {
             for y in 0..oh {
                 for xx in 0..ow {
-                    let g = output_grad[((n * shape.out_channels + o) * oh + y) * ow + xx];
+                    let oi = ((n * shape.out_channels + o) * oh + y) * ow + xx;
                     for c in 0..shape.in_channels {
                         for ky in 0..k {
                             for kx in 0..k {
@@ -97,9 +29,9 @@ fn naive_input_grad(shape: &ConvShape, w: &[f32], output_grad: &[f32]) -> Vec<f3
                                     continue;
                                 };
                                 if iy < h && ix < wd {
+                                    let xi = ((n * shape.in_channels + c) * h + iy) * wd + ix;
                                     let wi = ((o * shape.in_channels + c) * k + ky) * k + kx;
-                                    grad[((n * shape.in_channels + c) * h + iy) * wd + ix] +=
-                                        g * w[wi];
+                                    visit(xi, wi, oi);
                                 }
                             }
                         }
@@ -108,7 +40,36 @@ fn naive_input_grad(shape: &ConvShape, w: &[f32], output_grad: &[f32]) -> Vec<f3
             }
         }
     }
-    grad
+}
+
+/// Straightforward loops: the definition the kernels must match.
+fn naive_conv(shape: &ConvShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let plane = shape.out_height() * shape.out_width();
+    let mut out: Vec<f64> = (0..shape.conv_output_len())
+        .map(|i| f64::from(b[i / plane % shape.out_channels]))
+        .collect();
+    for_each_tap(shape, |xi, wi, oi| out[oi] += f64::from(x[xi] * w[wi]));
+    out.into_iter().map(|v| v as f32).collect()
+}
+
+/// `∂L/∂w[o, c, ky, kx] = Σ ∂L/∂out[n, o, y, x] · x[n, c, y·s + ky − p,
+/// x·s + kx − p]`, straight from the definition.
+fn naive_weight_grad(shape: &ConvShape, x: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    let mut grad = vec![0.0f64; shape.weight_len()];
+    for_each_tap(shape, |xi, wi, oi| {
+        grad[wi] += f64::from(x[xi] * output_grad[oi]);
+    });
+    grad.into_iter().map(|v| v as f32).collect()
+}
+
+/// `∂L/∂x[n, c, iy, ix] = Σ ∂L/∂out[n, o, y, x] · w[o, c, ky, kx]` over the
+/// outputs that read that pixel.
+fn naive_input_grad(shape: &ConvShape, w: &[f32], output_grad: &[f32]) -> Vec<f32> {
+    let mut grad = vec![0.0f64; shape.input_len()];
+    for_each_tap(shape, |xi, wi, oi| {
+        grad[xi] += f64::from(output_grad[oi] * w[wi]);
+    });
+    grad.into_iter().map(|v| v as f32).collect()
 }
 
 fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
