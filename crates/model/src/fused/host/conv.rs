@@ -329,11 +329,6 @@ pub fn conv2d_backward(
         shape.conv_output_len(),
         "output_grad length"
     );
-    let out_plane = shape.out_plane();
-    let per_image_in = shape.in_channels * shape.in_plane();
-    let per_image_out = shape.out_channels * out_plane;
-    let group = images_per_gemm(shape);
-    let unrolling = Unrolling::for_shape(shape);
     let weight_by_winograd = winograd::applies(shape);
     let input_by_winograd = want_input_grad && winograd::applies_to_input_grad(shape);
     let input_by_im2col = want_input_grad && !input_by_winograd;
@@ -345,6 +340,11 @@ pub fn conv2d_backward(
             bias: bias_grad(shape, output_grad),
         };
     }
+    let out_plane = shape.out_plane();
+    let per_image_in = shape.in_channels * shape.in_plane();
+    let per_image_out = shape.out_channels * out_plane;
+    let group = images_per_gemm(shape);
+    let unrolling = Unrolling::for_shape(shape);
     let mut grads = backward_jobs(
         shape,
         input_by_im2col,
