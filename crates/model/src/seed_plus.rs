@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::SeedCnnConfig;
-use crate::fused::{batch_norm, conv, dropout, pool_relu};
+use crate::fused::{batch_norm_pool_relu, conv, dropout};
 use crate::torch_io::with_stable_ids;
 
 /// Configuration of [`SeedPlusCnn`].
@@ -94,13 +94,11 @@ impl SeedPlusCnn {
     /// Logits `[batch, classes]` for images `[batch, channels, height, width]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         // Batch norm sits between convolution and pooling, so the seed CNN's
-        // fused layer does not apply; the convolutions, the batch norms and
-        // pooling + ReLU each get their own backward pass (`fused::conv`,
-        // `fused::batch_norm`, `fused::pool_relu`).
-        let x = batch_norm(conv(images, &self.conv1), &self.bn1);
-        let x = pool_relu(x, &self.pool);
-        let x = batch_norm(conv(x, &self.conv2), &self.bn2);
-        let x = pool_relu(x, &self.pool);
+        // fused layer does not apply: the convolutions get their own
+        // backward pass (`fused::conv`), and batch norm, pooling and ReLU
+        // run as one layer (`fused::batch_norm_pool_relu`).
+        let x = batch_norm_pool_relu(conv(images, &self.conv1), &self.bn1, &self.pool);
+        let x = batch_norm_pool_relu(conv(x, &self.conv2), &self.bn2, &self.pool);
         let x = x.flatten::<2>(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));
         self.fc2.forward(dropout(x, &self.dropout))

@@ -1,6 +1,8 @@
 //! Batch norm in training mode as one backend operation with its own
 //! backward pass ([`batch_norm`]), for the batch norms of seed-plus and HVC
-//! (HVC has twelve).
+//! (HVC has twelve); followed by a ReLU ([`batch_norm_relu`], the
+//! Kaggle-style CNN's blocks), or by 2×2 max-pooling and a ReLU
+//! ([`batch_norm_pool_relu`], seed-plus's feature layers).
 //!
 //! Burn's `BatchNorm` already records one autodiff node, but every backend
 //! runs its generic body: the statistics are gathered by transposing the
@@ -27,7 +29,10 @@ use burn::backend::autodiff::{
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::BatchNorm;
+use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
+
+use super::{PoolSaved, composed_pool_backward, composed_pool_relu, is_pool_2x2, pool_relu};
 
 /// Batch norm with the batch's statistics as a backend operation.
 #[backend_extension(
@@ -61,11 +66,25 @@ pub trait BatchNormOps: Backend {
         let (output, mean, variance) = Self::batch_norm_batch_stats(x, gamma, beta, epsilon);
         (Self::relu(output), mean, variance)
     }
+
+    /// [`batch_norm_batch_stats`](BatchNormOps::batch_norm_batch_stats)
+    /// followed by 2×2 max-pooling with stride 2 and a ReLU, for `[batch,
+    /// channels, h, w]` with `h` and `w` even. The default composes the
+    /// backend's own operations.
+    fn batch_norm_pool_relu_batch_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (output, mean, variance) = Self::batch_norm_batch_stats(x, gamma, beta, epsilon);
+        (composed_pool_relu::<Self>(output), mean, variance)
+    }
 }
 
 /// The backward pass a backend supplies for [`BatchNormOps`]; the default is
 /// Burn's generic one.
-pub trait BatchNormKernels: Backend {
+pub trait BatchNormKernels: BatchNormOps {
     /// Gradients for input, γ and β.
     fn batch_norm_batch_stats_backward(
         saved: NormSaved<Self>,
@@ -85,7 +104,66 @@ pub trait BatchNormKernels: Backend {
         let norm_grad = Self::relu_backward(output, output_grad);
         Self::batch_norm_batch_stats_backward(saved, norm_grad)
     }
+
+    /// [`BatchNormOps::batch_norm_pool_relu_batch_stats`] with what its
+    /// backward pass needs about the pooling windows (see
+    /// [`PoolSaved::windows`]): returns the windows, the output, the means
+    /// and the variances. The default keeps batch norm's whole output as
+    /// the windows.
+    fn batch_norm_pool_relu_batch_stats_parts(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> NormPoolOutputs<Self> {
+        composed_pool_parts::<Self>(x, gamma, beta, epsilon)
+    }
+
+    /// Gradients for input, γ and β of batch norm → pooling → ReLU, given
+    /// what batch norm saves, the pooling's windows and output, and the
+    /// output's gradient. The default passes the gradient back through
+    /// the pooling, then batch norm.
+    fn batch_norm_pool_relu_batch_stats_backward(
+        saved: NormSaved<Self>,
+        pool: PoolSaved<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> NormGrads<Self> {
+        composed_pool_norm_backward::<Self>(saved, pool, output_grad)
+    }
 }
+
+/// The backend's batch norm, then pooling and ReLU composed from its own
+/// operations, keeping batch norm's output as the windows.
+pub(super) fn composed_pool_parts<B: BatchNormOps>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+) -> NormPoolOutputs<B> {
+    let (normalized, mean, variance) = B::batch_norm_batch_stats(x, gamma, beta, epsilon);
+    let output = composed_pool_relu::<B>(normalized.clone());
+    (normalized, output, mean, variance)
+}
+
+/// The gradient back through the composed pooling and ReLU, then the
+/// backend's batch norm.
+pub(super) fn composed_pool_norm_backward<B: BatchNormKernels>(
+    saved: NormSaved<B>,
+    pool: PoolSaved<B>,
+    output_grad: FloatTensor<B>,
+) -> NormGrads<B> {
+    let norm_grad = composed_pool_backward::<B>(pool.windows, pool.output, output_grad);
+    B::batch_norm_batch_stats_backward(saved, norm_grad)
+}
+
+/// The pooling windows (see [`PoolSaved::windows`]), output, batch means
+/// and batch variances of batch norm → pooling → ReLU.
+pub type NormPoolOutputs<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
 
 /// Burn's generic batch norm with batch statistics.
 pub(super) fn composed_forward<B: Backend>(
@@ -159,6 +237,28 @@ pub fn batch_norm_relu<const D: usize>(x: Tensor<D>, bn: &BatchNorm) -> Tensor<D
     }
     let device = x.device();
     let (output, mean, variance) = Dispatch::batch_norm_relu_batch_stats(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+    );
+    let (mean, variance) = (Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
+    update_running_statistics(bn, mean, variance, &device);
+    Tensor::from_dispatch(output)
+}
+
+/// `relu(pool.forward(bn.forward(x)))`, as one operation with its own
+/// backward pass in training where `pool` is a 2×2 max-pooling with stride
+/// 2 and the plane is even-sized; otherwise [`batch_norm()`] then
+/// [`pool_relu`](super::pool_relu).
+pub fn batch_norm_pool_relu(x: Tensor<4>, bn: &BatchNorm, pool: &MaxPool2d) -> Tensor<4> {
+    let [_, _, height, width] = x.dims();
+    let poolable = is_pool_2x2(pool) && height.is_multiple_of(2) && width.is_multiple_of(2);
+    if !poolable || !in_training(&x, bn) {
+        return pool_relu(batch_norm(x, bn), pool);
+    }
+    let device = x.device();
+    let (output, mean, variance) = Dispatch::batch_norm_pool_relu_batch_stats(
         x.into_dispatch(),
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
@@ -356,15 +456,38 @@ mod tch_impl {
     }
 }
 
-/// Batch norm, alone or followed by a ReLU, as one autodiff node. Its state
-/// is what batch norm saves and, with a ReLU, the rectified output: its
-/// zeros are where the ReLU stopped the gradient (the next layer holds the
-/// same tensor, so keeping it costs no memory).
+/// What follows batch norm inside one [`BatchNormBackward`] node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Nothing: plain batch norm.
+    Nothing,
+    /// A ReLU.
+    Relu,
+    /// 2×2 max-pooling with stride 2, then a ReLU.
+    PoolRelu,
+}
+
+/// What the node keeps, besides batch norm's own state, for what follows
+/// batch norm.
+#[derive(Debug, Clone)]
+enum ThenSaved<B: Backend> {
+    /// Plain batch norm keeps nothing more.
+    Nothing,
+    /// The rectified output: its zeros are where the ReLU stopped the
+    /// gradient (the next layer holds the same tensor, so keeping it costs
+    /// no memory).
+    Relu(FloatTensor<B>),
+    /// The pooling's windows and output.
+    PoolRelu(PoolSaved<B>),
+}
+
+/// Batch norm, alone or followed by a ReLU or by pooling and a ReLU, as
+/// one autodiff node.
 #[derive(Debug)]
 struct BatchNormBackward;
 
 impl<B: BatchNormKernels> Backward<B, 3> for BatchNormBackward {
-    type State = (NormSaved<B>, Option<FloatTensor<B>>);
+    type State = (NormSaved<B>, ThenSaved<B>);
 
     fn backward(
         self,
@@ -375,9 +498,12 @@ impl<B: BatchNormKernels> Backward<B, 3> for BatchNormBackward {
         let [x, gamma, beta] = ops.parents.map(|node| node.map(|node| node.id));
         let output_grad = grads.consume::<B>(&ops.node);
         let (x_grad, gamma_grad, beta_grad) = match ops.state {
-            (saved, None) => B::batch_norm_batch_stats_backward(saved, output_grad),
-            (saved, Some(output)) => {
+            (saved, ThenSaved::Nothing) => B::batch_norm_batch_stats_backward(saved, output_grad),
+            (saved, ThenSaved::Relu(output)) => {
                 B::batch_norm_relu_batch_stats_backward(saved, output, output_grad)
+            }
+            (saved, ThenSaved::PoolRelu(pool)) => {
+                B::batch_norm_pool_relu_batch_stats_backward(saved, pool, output_grad)
             }
         };
         for (id, grad) in [(x, x_grad), (gamma, gamma_grad), (beta, beta_grad)] {
@@ -388,14 +514,14 @@ impl<B: BatchNormKernels> Backward<B, 3> for BatchNormBackward {
     }
 }
 
-impl<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy> BatchNormOps for Autodiff<B, C> {
+impl<B: BatchNormKernels, C: CheckpointStrategy> BatchNormOps for Autodiff<B, C> {
     fn batch_norm_batch_stats(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        tracked::<B, C>(x, gamma, beta, epsilon, false)
+        tracked::<B, C>(x, gamma, beta, epsilon, Then::Nothing)
     }
 
     fn batch_norm_relu_batch_stats(
@@ -404,29 +530,78 @@ impl<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy> BatchNormOps for
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        tracked::<B, C>(x, gamma, beta, epsilon, true)
+        tracked::<B, C>(x, gamma, beta, epsilon, Then::Relu)
+    }
+
+    fn batch_norm_pool_relu_batch_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        tracked::<B, C>(x, gamma, beta, epsilon, Then::PoolRelu)
     }
 }
 
 /// Batch norm's output, batch means and batch variances.
 type NormOutputs<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
-/// Batch norm (followed by a ReLU when `relu`) on the inner backend,
-/// recorded as one [`BatchNormBackward`] node when anything is tracked.
-fn tracked<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy>(
+/// Batch norm and what follows it (`then`) on the inner backend, without
+/// keeping anything for a backward pass.
+fn untracked_forward<B: BatchNormOps>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+    then: Then,
+) -> NormOutputs<B> {
+    match then {
+        Then::Nothing => B::batch_norm_batch_stats(x, gamma, beta, epsilon),
+        Then::Relu => B::batch_norm_relu_batch_stats(x, gamma, beta, epsilon),
+        Then::PoolRelu => B::batch_norm_pool_relu_batch_stats(x, gamma, beta, epsilon),
+    }
+}
+
+/// Batch norm and what follows it (`then`) on the inner backend, with what
+/// the backward pass needs about the part after batch norm.
+fn tracked_forward<B: BatchNormKernels>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+    then: Then,
+) -> (NormOutputs<B>, ThenSaved<B>) {
+    match then {
+        Then::Nothing => (
+            B::batch_norm_batch_stats(x, gamma, beta, epsilon),
+            ThenSaved::Nothing,
+        ),
+        Then::Relu => {
+            let (output, mean, variance) = B::batch_norm_relu_batch_stats(x, gamma, beta, epsilon);
+            let saved = ThenSaved::Relu(output.clone());
+            ((output, mean, variance), saved)
+        }
+        Then::PoolRelu => {
+            let (windows, output, mean, variance) =
+                B::batch_norm_pool_relu_batch_stats_parts(x, gamma, beta, epsilon);
+            let saved = ThenSaved::PoolRelu(PoolSaved {
+                windows,
+                output: output.clone(),
+            });
+            ((output, mean, variance), saved)
+        }
+    }
+}
+
+/// Batch norm and what follows it (`then`) on the inner backend, recorded
+/// as one [`BatchNormBackward`] node when anything is tracked.
+fn tracked<B: BatchNormKernels, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     gamma: FloatTensor<Autodiff<B, C>>,
     beta: FloatTensor<Autodiff<B, C>>,
     epsilon: f64,
-    relu: bool,
+    then: Then,
 ) -> NormOutputs<Autodiff<B, C>> {
-    let forward = |x, gamma, beta| {
-        if relu {
-            B::batch_norm_relu_batch_stats(x, gamma, beta, epsilon)
-        } else {
-            B::batch_norm_batch_stats(x, gamma, beta, epsilon)
-        }
-    };
     let guards = [x.node(), gamma.node(), beta.node()];
     let (x, gamma, beta) = (
         x.into_primitive(),
@@ -439,7 +614,8 @@ fn tracked<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy>(
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let (output, mean, variance) = forward(x.clone(), gamma.clone(), beta);
+            let ((output, mean, variance), after) =
+                tracked_forward::<B>(x.clone(), gamma.clone(), beta, epsilon, then);
             let saved = NormSaved {
                 x,
                 gamma,
@@ -447,11 +623,10 @@ fn tracked<B: BatchNormOps + BatchNormKernels, C: CheckpointStrategy>(
                 variance: variance.clone(),
                 epsilon,
             };
-            let rectified = relu.then(|| output.clone());
-            (prep.finish((saved, rectified), output), mean, variance)
+            (prep.finish((saved, after), output), mean, variance)
         }
         OpsKind::UnTracked(prep) => {
-            let (output, mean, variance) = forward(x, gamma, beta);
+            let (output, mean, variance) = untracked_forward::<B>(x, gamma, beta, epsilon, then);
             (prep.finish(output), mean, variance)
         }
     };
@@ -469,6 +644,7 @@ mod tests {
     use crate::backend::test_devices;
     use burn::module::Param;
     use burn::nn::BatchNormConfig;
+    use burn::nn::pool::MaxPool2dConfig;
     use burn::tensor::{Device, Distribution, TensorData, Tolerance};
 
     /// A batch norm with γ and β away from their initial 1 and 0.
@@ -508,20 +684,21 @@ mod tests {
     }
 
     fn assert_matches_burn<const D: usize>(dims: [usize; D]) {
-        assert_agrees(dims, batch_norm, |x, bn| bn.forward(x));
+        assert_agrees(dims, dims, batch_norm, |x, bn| bn.forward(x));
     }
 
     /// `ours` and `burn` agree on output, gradients and running statistics
     /// on every backend, and none of them is all zeros.
     fn assert_agrees<const D: usize>(
         dims: [usize; D],
+        out_dims: [usize; D],
         ours: impl Fn(Tensor<D>, &BatchNorm) -> Tensor<D>,
         burn: impl Fn(Tensor<D>, &BatchNorm) -> Tensor<D>,
     ) {
         for (backend, device) in test_devices() {
             let device = device.autodiff();
             let x = Tensor::<D>::random(dims, Distribution::Normal(0.7, 2.0), &device);
-            let r = Tensor::<D>::random(dims, Distribution::Uniform(-1.0, 1.0), &device);
+            let r = Tensor::<D>::random(out_dims, Distribution::Uniform(-1.0, 1.0), &device);
             let ours = run(&x, &r, &ours);
             let burn = run(&x, &r, &burn);
             let names = [
@@ -557,7 +734,7 @@ mod tests {
     fn with_relu_matches_burns_batch_norm_then_relu() {
         let relu_after =
             |x: Tensor<4>, bn: &BatchNorm| burn::tensor::activation::relu(bn.forward(x));
-        assert_agrees([6, 5, 7, 9], batch_norm_relu, relu_after);
+        assert_agrees([6, 5, 7, 9], [6, 5, 7, 9], batch_norm_relu, relu_after);
         // About half the outputs are zero: the mask is exercised.
         let (_, device) = test_devices().remove(0);
         let device = device.autodiff();
@@ -565,6 +742,30 @@ mod tests {
         let out = batch_norm_relu(x, &layer(3, &device));
         let zeros = out.equal_elem(0.0).int().sum().into_scalar::<i64>();
         assert!((50..250).contains(&zeros), "{zeros} of 300 zero");
+    }
+
+    #[test]
+    fn with_pooling_matches_burns_batch_norm_then_pooling_and_relu() {
+        let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+        let burns = |x: Tensor<4>, bn: &BatchNorm| {
+            burn::tensor::activation::relu(pool.forward(bn.forward(x)))
+        };
+        let ours = |x: Tensor<4>, bn: &BatchNorm| batch_norm_pool_relu(x, bn, &pool);
+        assert_agrees([6, 5, 8, 10], [6, 5, 4, 5], ours, burns);
+        // An odd plane takes batch norm, then Burn's pooling.
+        assert_agrees([3, 4, 7, 7], [3, 4, 3, 3], ours, burns);
+    }
+
+    #[test]
+    fn with_pooling_in_inference_uses_the_running_statistics() {
+        let (_, device) = test_devices().remove(0);
+        let bn = layer(3, &device);
+        let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+        let x = Tensor::<4>::random([2, 3, 4, 4], Distribution::Default, &device);
+        let expected = burn::tensor::activation::relu(pool.forward(bn.forward(x.clone())));
+        batch_norm_pool_relu(x, &bn, &pool)
+            .into_data()
+            .assert_eq(&expected.into_data(), true);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! kernels on the tensors' own memory. Anything but `f32` takes the
 //! composed default.
 
-use super::batch_norm::{self, BatchNormKernels, BatchNormOps, NormGrads, NormSaved};
+use super::batch_norm::{
+    self, BatchNormKernels, BatchNormOps, NormGrads, NormPoolOutputs, NormSaved,
+};
 use super::dropout::DropoutOps;
 use super::host::{self, ConvShape, NormShape};
 use super::{
@@ -254,6 +256,17 @@ impl BatchNormOps for Flex {
         }
         norm_forward(x, gamma, beta, epsilon, host::batch_norm_relu_forward)
     }
+
+    fn batch_norm_pool_relu_batch_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (_, output, mean, variance) =
+            Self::batch_norm_pool_relu_batch_stats_parts(x, gamma, beta, epsilon);
+        (output, mean, variance)
+    }
 }
 
 /// `host::batch_norm_forward` or `host::batch_norm_relu_forward`.
@@ -345,6 +358,75 @@ impl BatchNormKernels for Flex {
         );
         norm_grad_tensors(grads, x_shape, shape.channels)
     }
+
+    fn batch_norm_pool_relu_batch_stats_parts(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> NormPoolOutputs<Self> {
+        let Some(dims @ [batch, channels, h, w]) = pool_norm_dims(&x, &gamma) else {
+            return batch_norm::composed_pool_parts::<Self>(x, gamma, beta, epsilon);
+        };
+        let (x, gamma, beta) = (dense(x), dense(gamma), dense(beta));
+        let result =
+            host::batch_norm_pool_relu_forward(dims, f32s(&x), f32s(&gamma), f32s(&beta), epsilon);
+        let pooled = Shape::new([batch, channels, h / 2, w / 2]);
+        let per_channel = Shape::new([channels]);
+        (
+            FlexTensor::from_data(TensorData::new(result.routes, pooled.clone())),
+            tensor(result.output, pooled),
+            tensor(result.mean, per_channel.clone()),
+            tensor(result.variance, per_channel),
+        )
+    }
+
+    fn batch_norm_pool_relu_batch_stats_backward(
+        saved: NormSaved<Self>,
+        pool: PoolSaved<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> NormGrads<Self> {
+        // Windows saved as anything but route bytes came from the composed
+        // forward pass: differentiate them the same way.
+        let dims = pool_norm_dims(&saved.x, &saved.gamma);
+        let (Some(dims), DType::U8, DType::F32) = (dims, pool.windows.dtype(), output_grad.dtype())
+        else {
+            return batch_norm::composed_pool_norm_backward::<Self>(saved, pool, output_grad);
+        };
+        let x_shape = saved.x.shape();
+        let [x, gamma, mean, variance, output_grad] = [
+            saved.x,
+            saved.gamma,
+            saved.mean,
+            saved.variance,
+            output_grad,
+        ]
+        .map(dense);
+        let routes = pool
+            .windows
+            .as_slice::<u8>()
+            .expect("routes are written contiguous by batch_norm_pool_relu_batch_stats_parts");
+        let grads = host::batch_norm_pool_relu_backward(
+            dims,
+            f32s(&x),
+            f32s(&gamma),
+            f32s(&mean),
+            f32s(&variance),
+            saved.epsilon,
+            routes,
+            f32s(&output_grad),
+        );
+        norm_grad_tensors(grads, x_shape, dims[1])
+    }
+}
+
+/// `[batch, channels, h, w]` of a batch norm → pooling input, when it and γ
+/// are `f32` and the plane can be pooled 2×2.
+fn pool_norm_dims(x: &FlexTensor, gamma: &FlexTensor) -> Option<[usize; 4]> {
+    let dims: [usize; 4] = x.shape().to_vec().try_into().ok()?;
+    let [_, _, h, w] = dims;
+    let poolable = h > 0 && w > 0 && h.is_multiple_of(2) && w.is_multiple_of(2);
+    (norm_shape(x, gamma).is_some() && poolable).then_some(dims)
 }
 
 /// The backend's own ReLU (a supertrait's method, reached through a bound).

@@ -4,8 +4,9 @@
 //! square kernel, stride and padding ([`conv()`], the convolutions of
 //! seed-plus, HVC and the Kaggle-style CNN, where batch norm follows the
 //! convolution) and `relu(max_pool_2×2(x))` ([`pool_relu`]); and batch norm
-//! in training, alone or followed by a ReLU ([`batch_norm()`],
-//! [`batch_norm_relu`], in its own module), and dropout's mask
+//! in training, alone, followed by a ReLU, or followed by pooling and a
+//! ReLU ([`batch_norm()`], [`batch_norm_relu`], [`batch_norm_pool_relu`],
+//! in its own module), and dropout's mask
 //! ([`dropout()`], in its own module).
 //!
 //! The models call them with a tensor and never name a backend. Burn routes
@@ -42,7 +43,7 @@ pub mod dropout;
 #[cfg(feature = "flex")]
 pub mod host;
 
-pub use batch_norm::{batch_norm, batch_norm_relu};
+pub use batch_norm::{batch_norm, batch_norm_pool_relu, batch_norm_relu};
 pub use dropout::dropout;
 
 use burn::backend::autodiff::{

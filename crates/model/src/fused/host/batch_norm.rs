@@ -108,8 +108,28 @@ fn normalize(
 ) -> NormForward {
     check_lengths(shape, x, gamma);
     assert_eq!(beta.len(), shape.channels, "beta has one value per channel");
+    let (mean, variance) = statistics(shape, x);
+    let (scale, shift) = scale_and_shift(gamma, beta, &mean, &variance, epsilon);
+    let mut output = vec![0.0f32; shape.len()];
+    for_each_run(shape, &mut output, |c, out, offset| {
+        let input = &x[offset..][..out.len()];
+        for (o, &v) in out.iter_mut().zip(input) {
+            *o = activation(v * scale[c] + shift[c]);
+        }
+    });
+    NormForward {
+        output,
+        mean,
+        variance,
+    }
+}
+
+/// Each channel's mean and biased variance over the batch: the variance
+/// from a second pass around the mean, which stays exact for values far
+/// from zero.
+pub(super) fn statistics(shape: &NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let count = shape.per_channel() as f64;
-    let (mean, variance): (Vec<f32>, Vec<f32>) = (0..shape.channels)
+    (0..shape.channels)
         .into_par_iter()
         .map(|c| {
             let mean = shape
@@ -124,27 +144,25 @@ fn normalize(
                 .sum();
             (m, (squares / count) as f32)
         })
-        .unzip();
-    // Per channel, output = x · scale + shift.
-    let (scale, shift): (Vec<f32>, Vec<f32>) = (0..shape.channels)
+        .unzip()
+}
+
+/// Per channel, the `scale` and `shift` with which batch norm's output is
+/// `x · scale + shift`.
+pub(super) fn scale_and_shift(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    variance: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    (0..gamma.len())
         .map(|c| {
             let scale = f64::from(gamma[c]) / (f64::from(variance[c]) + epsilon).sqrt();
             let shift = f64::from(beta[c]) - f64::from(mean[c]) * scale;
             (scale as f32, shift as f32)
         })
-        .unzip();
-    let mut output = vec![0.0f32; shape.len()];
-    for_each_run(shape, &mut output, |c, out, offset| {
-        let input = &x[offset..][..out.len()];
-        for (o, &v) in out.iter_mut().zip(input) {
-            *o = activation(v * scale[c] + shift[c]);
-        }
-    });
-    NormForward {
-        output,
-        mean,
-        variance,
-    }
+        .unzip()
 }
 
 /// Gradients of [`batch_norm_forward`] given its input, γ, the statistics it
@@ -205,11 +223,15 @@ pub fn batch_norm_relu_backward(
 }
 
 /// What the forward pass used and returned, per channel.
-struct Statistics<'a> {
-    gamma: &'a [f32],
-    mean: &'a [f32],
-    variance: &'a [f32],
-    epsilon: f64,
+pub(super) struct Statistics<'a> {
+    /// γ.
+    pub gamma: &'a [f32],
+    /// The batch means.
+    pub mean: &'a [f32],
+    /// The batch's biased variances.
+    pub variance: &'a [f32],
+    /// ε.
+    pub epsilon: f64,
 }
 
 /// Batch norm's backward pass for the gradient `g · [open(gate)]`, element
@@ -227,18 +249,14 @@ fn backward(
         gamma,
         mean,
         variance,
-        epsilon,
+        ..
     } = *stats;
     check_lengths(shape, x, gamma);
     assert_eq!(output_grad.len(), x.len(), "one gradient per input value");
     assert_eq!(gate.len(), x.len(), "one gate per input value");
     assert_eq!(mean.len(), shape.channels, "one mean per channel");
     assert_eq!(variance.len(), shape.channels, "one variance per channel");
-    let inv_std: Vec<f64> = variance
-        .iter()
-        .map(|&v| 1.0 / (f64::from(v) + epsilon).sqrt())
-        .collect();
-    let (beta_grad, gamma_grad): (Vec<f64>, Vec<f64>) = (0..shape.channels)
+    let sums: Vec<(f64, f64)> = (0..shape.channels)
         .into_par_iter()
         .map(|c| {
             let m = mean[c];
@@ -251,24 +269,12 @@ fn backward(
                     (g + run_g, gx + run_gx)
                 })
         })
-        .unzip();
-    let gamma_grad: Vec<f64> = gamma_grad
-        .iter()
-        .zip(&inv_std)
-        .map(|(gx, s)| gx * s)
         .collect();
-    let count = shape.per_channel() as f64;
-    // Per channel, ∂x = a · g + b · x + c, the formula above expanded.
-    let coefficients: Vec<[f32; 3]> = (0..shape.channels)
-        .map(|c| {
-            let a = f64::from(gamma[c]) * inv_std[c];
-            let mean_grad = beta_grad[c] / count;
-            // x̂ · ∂γ / n = (x − mean) · σ⁻¹ · ∂γ / n
-            let b = -a * inv_std[c] * gamma_grad[c] / count;
-            let constant = -a * mean_grad - b * f64::from(mean[c]);
-            [a as f32, b as f32, constant as f32]
-        })
-        .collect();
+    let ChannelGrads {
+        gamma: gamma_grad,
+        beta: beta_grad,
+        coefficients,
+    } = channel_grads(stats, shape.per_channel(), &sums);
     let mut input_grad = vec![0.0f32; shape.len()];
     for_each_run(shape, &mut input_grad, |c, out, offset| {
         let [a, b, constant] = coefficients[c];
@@ -282,9 +288,47 @@ fn backward(
     });
     NormGrads {
         input: input_grad,
-        gamma: gamma_grad.into_iter().map(|g| g as f32).collect(),
-        beta: beta_grad.into_iter().map(|g| g as f32).collect(),
+        gamma: gamma_grad,
+        beta: beta_grad,
     }
+}
+
+/// Batch norm's per-channel gradients, from each channel's sums of the
+/// output gradient.
+pub(super) struct ChannelGrads {
+    /// `∂γ = Σ g · x̂`.
+    pub gamma: Vec<f32>,
+    /// `∂β = Σ g`.
+    pub beta: Vec<f32>,
+    /// `[a, b, c]` with `∂x = a · g + b · x + c` for each value of the
+    /// channel.
+    pub coefficients: Vec<[f32; 3]>,
+}
+
+/// [`ChannelGrads`] from each channel's `(Σ g, Σ g · (x − mean))` over its
+/// `count` values.
+pub(super) fn channel_grads(stats: &Statistics, count: usize, sums: &[(f64, f64)]) -> ChannelGrads {
+    let count = count as f64;
+    let mut grads = ChannelGrads {
+        gamma: Vec::with_capacity(sums.len()),
+        beta: Vec::with_capacity(sums.len()),
+        coefficients: Vec::with_capacity(sums.len()),
+    };
+    for (c, &(beta_grad, centred_dot)) in sums.iter().enumerate() {
+        let inv_std = 1.0 / (f64::from(stats.variance[c]) + stats.epsilon).sqrt();
+        let gamma_grad = centred_dot * inv_std;
+        // ∂x = γ / σ · (g − ∂β / n − x̂ · ∂γ / n), expanded with
+        // x̂ = (x − mean) · σ⁻¹.
+        let a = f64::from(stats.gamma[c]) * inv_std;
+        let b = -a * inv_std * gamma_grad / count;
+        let constant = -a * (beta_grad / count) - b * f64::from(stats.mean[c]);
+        grads.gamma.push(gamma_grad as f32);
+        grads.beta.push(beta_grad as f32);
+        grads
+            .coefficients
+            .push([a as f32, b as f32, constant as f32]);
+    }
+    grads
 }
 
 /// Lanes of the partial sums below: eight independent `f32` accumulators
@@ -307,7 +351,7 @@ fn lane_sum(run: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 
 /// `(Σ g, Σ g · (v − m))` over one run, in `f32` lanes, with `g` taken as
 /// zero where its gate is closed.
-fn lane_sums(
+pub(super) fn lane_sums(
     grads: &[f32],
     gates: &[f32],
     run: &[f32],
@@ -366,7 +410,8 @@ fn for_each_run(
         });
 }
 
-fn check_lengths(shape: &NormShape, x: &[f32], gamma: &[f32]) {
+/// Checks that `x` is `shape`'s size and γ has one value per channel.
+pub(super) fn check_lengths(shape: &NormShape, x: &[f32], gamma: &[f32]) {
     assert_eq!(x.len(), shape.len(), "input does not match {shape:?}");
     assert_eq!(
         gamma.len(),

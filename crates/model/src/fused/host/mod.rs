@@ -1,7 +1,8 @@
 //! Host (CPU) kernels for flex: `relu(max_pool_2×2(conv2d(x)))`, a plain
 //! convolution of any square kernel, stride and padding,
-//! `relu(max_pool_2×2(x))` alone and batch norm (with or without a ReLU
-//! after it) in training, with their gradients.
+//! `relu(max_pool_2×2(x))` alone, batch norm (with or without a ReLU
+//! after it) in training, and batch norm → pooling → ReLU, with their
+//! gradients.
 //!
 //! Plain `f32` slices in NCHW order, so these are tested against naive loops
 //! without any backend. The convolution is an im2col of one image (or of a
@@ -22,6 +23,7 @@
 //!   im2col, col2im and their backward passes;
 //! - [`pool`]: 2×2 max-pooling with ReLU and its routes;
 //! - [`batch_norm`]: batch norm with the batch's own statistics;
+//! - [`norm_pool`]: batch norm → pooling → ReLU as one layer (seed-plus);
 //! - [`dropout`]: dropout's mask, drawn in parallel from a seed;
 //! - `gemm`: the one `unsafe` call into the `gemm` crate.
 
@@ -29,6 +31,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod dropout;
 mod gemm;
+pub mod norm_pool;
 pub mod pool;
 #[cfg(test)]
 mod tests;
@@ -43,4 +46,5 @@ pub use conv::{
     conv2d_forward,
 };
 pub use dropout::dropout_mask;
+pub use norm_pool::{NormPoolForward, batch_norm_pool_relu_backward, batch_norm_pool_relu_forward};
 pub use pool::{BLOCKED, Route, pool_relu_backward, pool_relu_forward};

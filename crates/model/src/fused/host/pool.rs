@@ -33,6 +33,7 @@ pub(super) fn pool_relu_image(
             shape.out_height(),
             shape.out_width(),
             plane,
+            |v| v,
             bias[o],
             out,
             route,
@@ -40,16 +41,20 @@ pub(super) fn pool_relu_image(
     }
 }
 
-/// `relu(max_pool_2×2(plane + bias))` for one `h × w` plane, recording each
-/// window's [`Route`].
+/// `relu(max_pool_2×2(map_input(plane)) + bias)` for one `h × w` plane,
+/// recording each window's [`Route`]: `map_input` is applied to every input
+/// before the maximum is taken (the identity after a convolution, batch
+/// norm's `x · scale + shift` after batch norm), `bias` to each maximum.
 ///
 /// Written without branches or indexing (iterators over row pairs and
 /// value pairs) so that the compiler vectorises it: after a ReLU about
 /// half the windows are closed, which no branch predictor guesses.
-fn pool_relu_plane(
+#[inline(always)]
+pub(super) fn pool_relu_plane(
     h: usize,
     w: usize,
     plane: &[f32],
+    map_input: impl Fn(f32) -> f32,
     bias: f32,
     out: &mut [f32],
     route: &mut [Route],
@@ -60,7 +65,7 @@ fn pool_relu_plane(
         let (top, bottom) = rows.split_at(w);
         let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
         for ((out, route), (top, bottom)) in out.iter_mut().zip(route.iter_mut()).zip(windows) {
-            let (value, at) = first_maximum([top[0], top[1], bottom[0], bottom[1]]);
+            let (value, at) = first_maximum([top[0], top[1], bottom[0], bottom[1]].map(&map_input));
             let value = value + bias;
             let open = value > 0.0;
             *out = if open { value } else { 0.0 };
@@ -108,7 +113,7 @@ pub(super) fn route_to_maxima(
 /// Scatters one pooled plane's gradient onto its `h × w` input plane along
 /// the routes; returns the sum of what it routed. Branch-free and without
 /// indexing, like [`pool_relu_plane`].
-fn route_plane(
+pub(super) fn route_plane(
     h: usize,
     w: usize,
     routes: &[Route],
@@ -140,7 +145,7 @@ fn route_plane(
 
 /// Planes handed to one rayon job by the whole-tensor pooling kernels:
 /// enough work to outweigh scheduling (a 28×28 plane is under a microsecond).
-const PLANES_PER_JOB: usize = 64;
+pub(super) const PLANES_PER_JOB: usize = 64;
 
 /// `relu(max_pool_2×2(x))` over every `h × w` plane of `input` (any number
 /// of planes, `h` and `w` even), with each window's [`Route`]: batch norm's
@@ -164,7 +169,7 @@ pub fn pool_relu_forward(h: usize, w: usize, input: &[f32]) -> (Vec<f32>, Vec<Ro
                 .zip(route.chunks_mut(pooled))
                 .zip(input.chunks(plane))
             {
-                pool_relu_plane(h, w, plane, 0.0, out, route);
+                pool_relu_plane(h, w, plane, |v| v, 0.0, out, route);
             }
         });
     (output, routes)
@@ -196,7 +201,8 @@ pub fn pool_relu_backward(h: usize, w: usize, routes: &[Route], output_grad: &[f
     input_grad
 }
 
-fn check_planes(h: usize, w: usize, len: usize) {
+/// Checks that `len` values are whole `h × w` planes that 2×2 windows tile.
+pub(super) fn check_planes(h: usize, w: usize, len: usize) {
     assert!(
         h.is_multiple_of(2) && w.is_multiple_of(2) && h > 0 && w > 0,
         "2×2 pooling needs an even-sized plane, got {h}×{w}"
