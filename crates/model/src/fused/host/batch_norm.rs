@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use super::sum::{LANES, lane_sum};
+
 /// The layout of a batch-norm input: `[batch, channels, plane…]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NormShape {
@@ -329,24 +331,6 @@ pub(super) fn channel_grads(stats: &Statistics, count: usize, sums: &[(f64, f64)
             .push([a as f32, b as f32, constant as f32]);
     }
     grads
-}
-
-/// Lanes of the partial sums below: eight independent `f32` accumulators
-/// that the compiler keeps in one vector register.
-const LANES: usize = 8;
-
-/// `Σ f(v)` over one run, in `f32` lanes (a run is at most a plane, a few
-/// hundred values), returned as `f64` for the sum over the batch.
-fn lane_sum(run: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    let mut lanes = [0.0f32; LANES];
-    let chunks = run.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f(v);
-        }
-    }
-    f64::from(tail) + lanes.iter().map(|&l| f64::from(l)).sum::<f64>()
 }
 
 /// `(Σ g, Σ g · (v − m))` over one run, in `f32` lanes, with `g` taken as

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::gemm::{Matrix, gemm_f32};
 use super::pool::{BLOCKED, Route, pool_relu_image, route_to_maxima};
+use super::sum::lane_sum;
 use super::winograd;
 
 /// The shape of one convolution layer: a square kernel, the same stride and
@@ -365,7 +366,7 @@ pub fn conv2d_backward(
                 &conv[..shape.out_channels * width]
             };
             for (bias, row) in acc.bias.iter_mut().zip(conv_grad.chunks_exact(width)) {
-                *bias += row.iter().sum::<f32>();
+                *bias += lane_sum(row, |v| v) as f32;
             }
             group_gradients(
                 shape,
@@ -391,7 +392,7 @@ fn bias_grad(shape: &ConvShape, output_grad: &[f32]) -> Vec<f32> {
     let mut bias = vec![0.0f32; shape.out_channels];
     for image in output_grad.chunks_exact(shape.out_channels * plane) {
         for (b, channel) in bias.iter_mut().zip(image.chunks_exact(plane)) {
-            *b += channel.iter().sum::<f32>();
+            *b += lane_sum(channel, |v| v) as f32;
         }
     }
     bias

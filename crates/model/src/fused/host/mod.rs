@@ -25,6 +25,7 @@
 //! - [`batch_norm`]: batch norm with the batch's own statistics;
 //! - [`norm_pool`]: batch norm → pooling → ReLU as one layer (seed-plus);
 //! - [`dropout`]: dropout's mask, drawn in parallel from a seed;
+//! - `sum`: sums of many values in vector lanes;
 //! - `gemm`: the one `unsafe` call into the `gemm` crate.
 
 pub mod batch_norm;
@@ -33,6 +34,7 @@ pub mod dropout;
 mod gemm;
 pub mod norm_pool;
 pub mod pool;
+mod sum;
 #[cfg(test)]
 mod tests;
 mod winograd;
