@@ -112,7 +112,10 @@ pub(super) fn route_to_maxima(
 
 /// Scatters one pooled plane's gradient onto its `h × w` input plane along
 /// the routes; returns the sum of what it routed. Branch-free and without
-/// indexing, like [`pool_relu_plane`].
+/// indexing, like [`pool_relu_plane`]. Always inlined: where the sum is not
+/// used (batch norm → pooling's backward pass) its chain of additions, one
+/// per window, is then dropped.
+#[inline(always)]
 pub(super) fn route_plane(
     h: usize,
     w: usize,
