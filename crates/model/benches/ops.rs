@@ -11,9 +11,13 @@
 //!   `mnist_model::fused::batch_norm`, at seed-plus's first (128 × 16 ×
 //!   28×28) and HVC's third (120 × 64 × 22×22) layer and HVC's last class
 //!   capsules (120 × 10 × 160);
+//! - batch norm → pool → ReLU, forward + backward, at seed-plus's first
+//!   layer (128 × 16 × 28×28), as one operation
+//!   (`mnist_model::fused::batch_norm_pool_relu`) and as `fused::batch_norm`
+//!   then `fused::pool_relu`;
 //! - seed-plus's forward + backward at its batch size (128), as the model
 //!   runs it and with Burn's batch norm, max-pool and ReLU in place of
-//!   `fused::batch_norm` and `fused::pool_relu`.
+//!   `fused::batch_norm_pool_relu`.
 //!
 //! The whole-network group also times the unfused network (the same layers
 //! called one operation at a time), so the fusion's gain is read off one run.
@@ -28,7 +32,7 @@ use burn::nn::{BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mnist_model::backend::BackendKind;
-use mnist_model::fused::{batch_norm, conv, conv_pool_relu};
+use mnist_model::fused::{batch_norm, batch_norm_pool_relu, conv, conv_pool_relu, pool_relu};
 use mnist_model::{SeedCnn, SeedCnnConfig, SeedPlusCnn, SeedPlusCnnConfig};
 
 const BATCH: usize = 600;
@@ -195,6 +199,35 @@ fn batch_norms(c: &mut Criterion) {
     group.finish();
 }
 
+fn batch_norm_pool(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch_norm_pool_relu");
+    group.sample_size(20);
+    let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+    for (name, device) in devices() {
+        let device = device.autodiff();
+        let bn = BatchNormConfig::new(16).init(&device);
+        let input =
+            Tensor::<4>::random([128, 16, 28, 28], Distribution::Default, &device).require_grad();
+        // A random weighting, as in `seed_plus` below: a plain sum's
+        // gradient would be the same for every window.
+        let weights = Tensor::<4>::random([128, 16, 14, 14], Distribution::Default, &device);
+        let objective = |y: Tensor<4>| (y * weights.clone()).sum();
+        group.bench_function(BenchmarkId::new("one_layer", name), |b| {
+            b.iter(|| {
+                let y = batch_norm_pool_relu(input.clone(), &bn, &pool);
+                std::hint::black_box(objective(y).backward())
+            })
+        });
+        group.bench_function(BenchmarkId::new("batch_norm_then_pool_relu", name), |b| {
+            b.iter(|| {
+                let y = pool_relu(batch_norm(input.clone(), &bn), &pool);
+                std::hint::black_box(objective(y).backward())
+            })
+        });
+    }
+    group.finish();
+}
+
 /// seed-plus's forward pass with Burn's own batch norm, pooling and ReLU.
 fn seed_plus_with_burns_layers(model: &SeedPlusCnn, images: Tensor<4>) -> Tensor<2> {
     let x = model.bn1.forward(conv(images, &model.conv1));
@@ -239,6 +272,7 @@ criterion_group!(
     conv2,
     max_pool,
     conv2_pool_relu,
-    batch_norms
+    batch_norms,
+    batch_norm_pool
 );
 criterion_main!(benches);
