@@ -250,7 +250,7 @@ pub fn batch_norm_relu<const D: usize>(x: Tensor<D>, bn: &BatchNorm) -> Tensor<D
 /// `relu(pool.forward(bn.forward(x)))`, as one operation with its own
 /// backward pass in training where `pool` is a 2×2 max-pooling with stride
 /// 2 and the plane is even-sized; otherwise [`batch_norm()`] then
-/// [`pool_relu`](super::pool_relu).
+/// [`pool_relu`].
 pub fn batch_norm_pool_relu(x: Tensor<4>, bn: &BatchNorm, pool: &MaxPool2d) -> Tensor<4> {
     let [_, _, height, width] = x.dims();
     let poolable = is_pool_2x2(pool) && height.is_multiple_of(2) && width.is_multiple_of(2);
