@@ -187,6 +187,7 @@ pub(super) fn composed_backward<B: Backend>(
         mean,
         variance,
         epsilon,
+        ..
     } = saved;
     let grads = B::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
     (grads.x_grad, grads.gamma_grad, grads.beta_grad)
@@ -202,6 +203,9 @@ pub struct NormSaved<B: Backend> {
     pub x: FloatTensor<B>,
     /// The scale γ.
     pub gamma: FloatTensor<B>,
+    /// The shift β: with γ and the statistics, it says where a ReLU after
+    /// batch norm was closed, without reading the output back.
+    pub beta: FloatTensor<B>,
     /// The batch means.
     pub mean: FloatTensor<B>,
     /// The batch's biased variances.
@@ -433,6 +437,7 @@ mod tch_impl {
                 let saved = |mean: &TchTensor, variance: &TchTensor| NormSaved::<LibTorch> {
                     x: x.clone(),
                     gamma: gamma.clone(),
+                    beta: beta.clone(),
                     mean: mean.clone(),
                     variance: variance.clone(),
                     epsilon: 1e-5,
@@ -615,10 +620,11 @@ fn tracked<B: BatchNormKernels, C: CheckpointStrategy>(
     {
         OpsKind::Tracked(prep) => {
             let ((output, mean, variance), after) =
-                tracked_forward::<B>(x.clone(), gamma.clone(), beta, epsilon, then);
+                tracked_forward::<B>(x.clone(), gamma.clone(), beta.clone(), epsilon, then);
             let saved = NormSaved {
                 x,
                 gamma,
+                beta,
                 mean: mean.clone(),
                 variance: variance.clone(),
                 epsilon,

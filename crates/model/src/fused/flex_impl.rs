@@ -330,19 +330,21 @@ impl BatchNormKernels for Flex {
     ) -> NormGrads<Self> {
         let (Some(shape), DType::F32, DType::F32) = (
             norm_shape(&saved.x, &saved.gamma),
-            output.dtype(),
+            saved.beta.dtype(),
             output_grad.dtype(),
         ) else {
             let norm_grad = relu_backward::<Self>(output, output_grad);
             return batch_norm::composed_backward::<Self>(saved, norm_grad);
         };
+        // The host kernel works out where the ReLU was closed from the
+        // input and β; the output is not read.
         let x_shape = saved.x.shape();
-        let [x, gamma, mean, variance, output, output_grad] = [
+        let [x, gamma, beta, mean, variance, output_grad] = [
             saved.x,
             saved.gamma,
+            saved.beta,
             saved.mean,
             saved.variance,
-            output,
             output_grad,
         ]
         .map(dense);
@@ -350,10 +352,10 @@ impl BatchNormKernels for Flex {
             &shape,
             f32s(&x),
             f32s(&gamma),
+            f32s(&beta),
             f32s(&mean),
             f32s(&variance),
             saved.epsilon,
-            f32s(&output),
             f32s(&output_grad),
         );
         norm_grad_tensors(grads, x_shape, shape.channels)
