@@ -221,16 +221,7 @@ pub fn batch_norm<const D: usize>(x: Tensor<D>, bn: &BatchNorm) -> Tensor<D> {
     if !in_training(&x, bn) {
         return bn.forward(x);
     }
-    let device = x.device();
-    let (output, mean, variance) = Dispatch::batch_norm_batch_stats(
-        x.into_dispatch(),
-        bn.gamma.val().into_dispatch(),
-        bn.beta.val().into_dispatch(),
-        bn.epsilon,
-    );
-    let (mean, variance) = (Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
-    update_running_statistics(bn, mean, variance, &device);
-    Tensor::from_dispatch(output)
+    in_training_step(x, bn, Dispatch::batch_norm_batch_stats)
 }
 
 /// `relu(bn.forward(x))`, as one operation with its own backward pass in
@@ -239,16 +230,7 @@ pub fn batch_norm_relu<const D: usize>(x: Tensor<D>, bn: &BatchNorm) -> Tensor<D
     if !in_training(&x, bn) {
         return burn::tensor::activation::relu(bn.forward(x));
     }
-    let device = x.device();
-    let (output, mean, variance) = Dispatch::batch_norm_relu_batch_stats(
-        x.into_dispatch(),
-        bn.gamma.val().into_dispatch(),
-        bn.beta.val().into_dispatch(),
-        bn.epsilon,
-    );
-    let (mean, variance) = (Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
-    update_running_statistics(bn, mean, variance, &device);
-    Tensor::from_dispatch(output)
+    in_training_step(x, bn, Dispatch::batch_norm_relu_batch_stats)
 }
 
 /// `relu(pool.forward(bn.forward(x)))`, as one operation with its own
@@ -261,8 +243,23 @@ pub fn batch_norm_pool_relu(x: Tensor<4>, bn: &BatchNorm, pool: &MaxPool2d) -> T
     if !poolable || !in_training(&x, bn) {
         return pool_relu(batch_norm(x, bn), pool);
     }
+    in_training_step(x, bn, Dispatch::batch_norm_pool_relu_batch_stats)
+}
+
+/// One of [`BatchNormOps`]' operations with the batch's statistics: input,
+/// γ, β and ε to output, means and variances.
+type TrainingOp = fn(
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    f64,
+) -> NormOutputs<Dispatch>;
+
+/// `op` on `x` with `bn`'s γ, β and ε, the batch's statistics blended into
+/// `bn`'s running ones as Burn's `BatchNorm` does.
+fn in_training_step<const D: usize>(x: Tensor<D>, bn: &BatchNorm, op: TrainingOp) -> Tensor<D> {
     let device = x.device();
-    let (output, mean, variance) = Dispatch::batch_norm_pool_relu_batch_stats(
+    let (output, mean, variance) = op(
         x.into_dispatch(),
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),

@@ -109,7 +109,6 @@ fn normalize(
     activation: impl Fn(f32) -> f32 + Sync,
 ) -> NormForward {
     check_lengths(shape, x, gamma);
-    assert_eq!(beta.len(), shape.channels, "beta has one value per channel");
     let (mean, variance) = statistics(shape, x);
     let (scale, shift) = scale_and_shift(gamma, beta, &mean, &variance, epsilon);
     let mut output = vec![0.0f32; shape.len()];
@@ -158,7 +157,11 @@ pub(super) fn scale_and_shift(
     variance: &[f32],
     epsilon: f64,
 ) -> (Vec<f32>, Vec<f32>) {
-    (0..gamma.len())
+    let channels = gamma.len();
+    assert_eq!(beta.len(), channels, "beta has one value per channel");
+    assert_eq!(mean.len(), channels, "one mean per channel");
+    assert_eq!(variance.len(), channels, "one variance per channel");
+    (0..channels)
         .map(|c| {
             let scale = f64::from(gamma[c]) / (f64::from(variance[c]) + epsilon).sqrt();
             let shift = f64::from(beta[c]) - f64::from(mean[c]) * scale;
@@ -216,9 +219,6 @@ pub fn batch_norm_relu_backward(
     epsilon: f64,
     output_grad: &[f32],
 ) -> NormGrads {
-    assert_eq!(beta.len(), shape.channels, "beta has one value per channel");
-    assert_eq!(mean.len(), shape.channels, "one mean per channel");
-    assert_eq!(variance.len(), shape.channels, "one variance per channel");
     let stats = Statistics {
         gamma,
         mean,

@@ -45,7 +45,6 @@ pub fn batch_norm_pool_relu_forward(
     epsilon: f64,
 ) -> NormPoolForward {
     let shape = checked_shape(dims, x, gamma);
-    assert_eq!(beta.len(), shape.channels, "beta has one value per channel");
     let [_, channels, h, w] = dims;
     let (mean, variance) = batch_norm::statistics(&shape, x);
     let (scale, shift) = batch_norm::scale_and_shift(gamma, beta, &mean, &variance, epsilon);
@@ -194,21 +193,42 @@ mod tests {
     /// plane with more jobs than channels divide evenly.
     const DIMS: [[usize; 4]; 3] = [[4, 32, 14, 14], [3, 5, 4, 6], [70, 3, 2, 2]];
 
+    /// A random input of dimensions `dims`, as batch norm's layout, with γ
+    /// and β.
+    struct Layer {
+        shape: NormShape,
+        x: Vec<f32>,
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+    }
+
+    fn layer([batch, channels, h, w]: [usize; 4], rng: &mut ChaCha8Rng) -> Layer {
+        let shape = NormShape {
+            batch,
+            channels,
+            plane: h * w,
+        };
+        Layer {
+            shape,
+            x: random(shape.len(), rng),
+            // Some γ negative: the maximum of such a channel's normalised
+            // window is then the input's minimum.
+            gamma: random(channels, rng),
+            beta: random(channels, rng),
+        }
+    }
+
     #[test]
     fn forward_is_batch_norm_then_pooling_value_for_value() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (mut open, mut windows) = (0, 0);
-        for dims @ [batch, channels, h, w] in DIMS {
-            let shape = NormShape {
-                batch,
-                channels,
-                plane: h * w,
-            };
-            let x = random(shape.len(), &mut rng);
-            // Some γ negative: the maximum of the normalised window is
-            // then the input's minimum.
-            let gamma = random(channels, &mut rng);
-            let beta = random(channels, &mut rng);
+        for dims @ [_, _, h, w] in DIMS {
+            let Layer {
+                shape,
+                x,
+                gamma,
+                beta,
+            } = layer(dims, &mut rng);
             let fused = batch_norm_pool_relu_forward(dims, &x, &gamma, &beta, 1e-5);
             let norm = batch_norm_forward(&shape, &x, &gamma, &beta, 1e-5);
             let (output, routes) = pool_relu_forward(h, w, &norm.output);
@@ -226,15 +246,13 @@ mod tests {
     #[test]
     fn backward_is_pooling_then_batch_norm_value_for_value() {
         let mut rng = ChaCha8Rng::seed_from_u64(12);
-        for dims @ [batch, channels, h, w] in DIMS {
-            let shape = NormShape {
-                batch,
-                channels,
-                plane: h * w,
-            };
-            let x = random(shape.len(), &mut rng);
-            let gamma = random(channels, &mut rng);
-            let beta = random(channels, &mut rng);
+        for dims @ [_, _, h, w] in DIMS {
+            let Layer {
+                shape,
+                x,
+                gamma,
+                beta,
+            } = layer(dims, &mut rng);
             let output_grad = random(shape.len() / 4, &mut rng);
             let fused = batch_norm_pool_relu_forward(dims, &x, &gamma, &beta, 1e-5);
             let (mean, variance) = (&fused.mean, &fused.variance);
