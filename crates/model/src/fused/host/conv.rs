@@ -5,13 +5,16 @@
 //! CNN), where images with small output planes share one GEMM; each with
 //! its backward pass (two GEMMs: weight and input gradients).
 //!
-//! im2col unrolls an image one of three ways (`Unrolling`): the whole
+//! im2col unrolls an image one of four ways (`Unrolling`): the whole
 //! plane shifted for stride-1 "same" layers, one copy per output row for
-//! wide stride-1 rows, and an index gather for strided or narrow layers.
+//! wide stride-1 rows, shifted phase planes for strided layers whose
+//! phases fit the output's grid (module `phases`), and an index gather for
+//! the rest (narrow or other strided layers).
 
 use rayon::prelude::*;
 
 use super::gemm::{Matrix, gemm_f32};
+use super::phases;
 use super::pool::{BLOCKED, Route, pool_relu_image, route_to_maxima};
 use super::sum::lane_sum;
 use super::winograd;
@@ -225,10 +228,7 @@ pub fn conv2d_forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[
                 .zip(inputs.chunks(per_image_in * group))
             {
                 let width = inputs.len() / per_image_in * out_plane;
-                for (i, image) in inputs.chunks(per_image_in).enumerate() {
-                    let place = Placement::in_group(shape, i, width);
-                    im2col(shape, unrolling, image, &mut scratch.columns, place);
-                }
+                im2col_group(shape, unrolling, inputs, &mut scratch.columns, width);
                 if width == out_plane {
                     convolve(shape, weight, &scratch.columns, outputs, width);
                 } else {
@@ -472,15 +472,7 @@ fn group_gradients(
     let per_image_in = shape.in_channels * shape.in_plane();
     let width = images.len() / per_image_in * shape.out_plane();
     if let Some(weight_grad) = weight_grad {
-        for (i, image) in images.chunks(per_image_in).enumerate() {
-            im2col(
-                shape,
-                unrolling,
-                image,
-                columns,
-                Placement::in_group(shape, i, width),
-            );
-        }
+        im2col_group(shape, unrolling, images, columns, width);
         // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
         gemm_f32(
             Matrix::row_major(weight_grad, shape.patch()),
@@ -499,10 +491,7 @@ fn group_gradients(
             (shape.patch(), width, shape.out_channels),
             false,
         );
-        for (i, image_grad) in input_grad.chunks_mut(per_image_in).enumerate() {
-            let place = Placement::in_group(shape, i, width);
-            col2im(shape, unrolling, columns, image_grad, place);
-        }
+        col2im_group(shape, unrolling, columns, input_grad, width);
     }
 }
 
@@ -519,7 +508,7 @@ fn images_per_gemm(shape: &ConvShape) -> usize {
 /// Where one image's unrolled columns sit in a buffer shared by a group of
 /// images: its row `k` starts at `k · row_stride + offset`.
 #[derive(Debug, Clone, Copy)]
-struct Placement {
+pub(super) struct Placement {
     row_stride: usize,
     offset: usize,
 }
@@ -542,7 +531,7 @@ impl Placement {
     }
 
     /// The part of `columns` holding row `k` of this image.
-    fn row(self, k: usize, len: usize) -> std::ops::Range<usize> {
+    pub(super) fn row(self, k: usize, len: usize) -> std::ops::Range<usize> {
         let start = k * self.row_stride + self.offset;
         start..start + len
     }
@@ -690,7 +679,48 @@ fn im2col(
     match unrolling {
         Unrolling::Shifted => im2col_shifted(shape, image, columns, place),
         Unrolling::Rows => im2col_rows(shape, image, columns, place),
+        Unrolling::Phases => phases::im2col(shape, image, columns, place),
         Unrolling::Gather(map) => im2col_gather(shape, map, image, columns, place),
+    }
+}
+
+/// [`im2col`] of a group of images side by side, rows `width` wide: a
+/// strided layer's phase planes for the whole group at once (one copy per
+/// row instead of one per image), the others image by image.
+fn im2col_group(
+    shape: &ConvShape,
+    unrolling: &Unrolling,
+    images: &[f32],
+    columns: &mut [f32],
+    width: usize,
+) {
+    let first = Placement::in_group(shape, 0, width);
+    if let Unrolling::Phases = unrolling {
+        return phases::im2col(shape, images, columns, first);
+    }
+    let per_image = shape.in_channels * shape.in_plane();
+    for (i, image) in images.chunks(per_image).enumerate() {
+        let place = Placement::in_group(shape, i, width);
+        im2col(shape, unrolling, image, columns, place);
+    }
+}
+
+/// The adjoint of [`im2col_group`]. Uses `columns` as scratch.
+fn col2im_group(
+    shape: &ConvShape,
+    unrolling: &Unrolling,
+    columns: &mut [f32],
+    image_grads: &mut [f32],
+    width: usize,
+) {
+    let first = Placement::in_group(shape, 0, width);
+    if let Unrolling::Phases = unrolling {
+        return phases::col2im(shape, columns, image_grads, first);
+    }
+    let per_image = shape.in_channels * shape.in_plane();
+    for (i, image_grad) in image_grads.chunks_mut(per_image).enumerate() {
+        let place = Placement::in_group(shape, i, width);
+        col2im(shape, unrolling, columns, image_grad, place);
     }
 }
 
@@ -702,7 +732,10 @@ enum Unrolling {
     Shifted,
     /// Stride 1 over wide output rows: one copy per output row.
     Rows,
-    /// Strided or narrow output: for each kernel offset, the plane index
+    /// Strided, with every phase plane on the output's grid
+    /// ([`phases::fit`]): each row one shifted copy of a phase plane.
+    Phases,
+    /// Other strided or narrow output: for each kernel offset, the plane index
     /// each output pixel reads ([`PADDING`] where it reads a zero), so
     /// short rows cost no per-row set-up.
     Gather(Vec<u32>),
@@ -721,6 +754,8 @@ impl Unrolling {
             Unrolling::Shifted
         } else if shape.stride == 1 && shape.out_width() >= WIDE_ROW {
             Unrolling::Rows
+        } else if phases::fit(shape) {
+            Unrolling::Phases
         } else {
             Unrolling::Gather(gather_map(shape))
         }
@@ -912,6 +947,7 @@ fn col2im(
     match unrolling {
         Unrolling::Shifted => col2im_shifted(shape, columns, image_grad, place),
         Unrolling::Rows => col2im_rows(shape, columns, image_grad, place),
+        Unrolling::Phases => phases::col2im(shape, columns, image_grad, place),
         Unrolling::Gather(map) => col2im_gather(shape, map, columns, image_grad, place),
     }
 }
@@ -966,5 +1002,100 @@ fn col2im_rows(shape: &ConvShape, columns: &[f32], image_grad: &mut [f32], place
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strided shapes whose phases fit the grid: the Kaggle-style CNN's
+    /// two 5×5 stride-2 layers, odd sides, stride 3, padding wider than
+    /// half the kernel and offsets that read only padding.
+    fn phase_shapes() -> Vec<ConvShape> {
+        let shape = |cin, [h, w]: [usize; 2], kernel, stride, padding| ConvShape {
+            batch: 1,
+            in_channels: cin,
+            out_channels: 1,
+            height: h,
+            width: w,
+            kernel,
+            stride,
+            padding,
+        };
+        vec![
+            shape(2, [24, 24], 5, 2, 2),
+            shape(3, [8, 8], 5, 2, 2),
+            shape(2, [9, 8], 5, 2, 2),
+            shape(2, [5, 6], 3, 3, 1),
+            shape(1, [2, 3], 5, 2, 3),
+            shape(2, [7, 7], 3, 2, 1),
+            shape(1, [6, 6], 2, 2, 0),
+        ]
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1999) as f32 / 999.0 - 1.0)
+            .collect()
+    }
+
+    /// The phase planes' im2col and col2im give exactly what the index
+    /// gather gives, value for value, for one image alone and for a group
+    /// of three side by side (where a flat shift crosses into the next
+    /// image).
+    #[test]
+    fn phase_planes_unroll_exactly_as_the_gather() {
+        for (n, shape) in phase_shapes().into_iter().enumerate() {
+            assert!(
+                matches!(Unrolling::for_shape(&shape), Unrolling::Phases),
+                "{shape:?}"
+            );
+            let gather = Unrolling::Gather(gather_map(&shape));
+            for images in [1, 3] {
+                let width = images * shape.out_plane();
+                let inputs = values(images * shape.input_len(), n);
+                let len = shape.patch() * width;
+                let unroll = |unrolling: &Unrolling| {
+                    let mut columns = vec![f32::NAN; len];
+                    im2col_group(&shape, unrolling, &inputs, &mut columns, width);
+                    columns
+                };
+                let (by_phases, by_gather) = (unroll(&Unrolling::Phases), unroll(&gather));
+                assert_eq!(by_phases, by_gather, "{shape:?}, {images} images");
+                // The backward pass adds into zeroed gradients, so the sums
+                // are bit-identical too.
+                let grads = values(len, n + 50);
+                let fold = |unrolling: &Unrolling| {
+                    let mut columns = grads.clone();
+                    let mut image_grads = vec![0.0; inputs.len()];
+                    col2im_group(&shape, unrolling, &mut columns, &mut image_grads, width);
+                    image_grads.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    fold(&Unrolling::Phases),
+                    fold(&gather),
+                    "{shape:?}, {images} images"
+                );
+            }
+        }
+    }
+
+    /// Strided layers whose phases would not fit the output's grid (an
+    /// unpadded stride-2 layer reads none of the last rows) keep the gather.
+    #[test]
+    fn strided_layers_that_drop_input_rows_keep_the_gather() {
+        let shape = ConvShape {
+            batch: 1,
+            in_channels: 1,
+            out_channels: 1,
+            height: 7,
+            width: 5,
+            kernel: 3,
+            stride: 2,
+            padding: 0,
+        };
+        assert!(!phases::fit(&shape));
+        assert!(matches!(Unrolling::for_shape(&shape), Unrolling::Gather(_)));
     }
 }

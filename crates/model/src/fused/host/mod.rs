@@ -21,6 +21,7 @@
 //! - [`conv`]: the convolution layers (the seed CNN's conv → pool → relu,
 //!   and the plain convolution of seed-plus, HVC and the Kaggle-style CNN),
 //!   im2col, col2im and their backward passes;
+//! - `phases`: im2col and col2im of strided layers through phase planes;
 //! - [`pool`]: 2×2 max-pooling with ReLU and its routes;
 //! - [`batch_norm`]: batch norm with the batch's own statistics;
 //! - [`norm_pool`]: batch norm → pooling → ReLU as one layer (seed-plus);
@@ -33,6 +34,7 @@ pub mod conv;
 pub mod dropout;
 mod gemm;
 pub mod norm_pool;
+mod phases;
 pub mod pool;
 mod sum;
 #[cfg(test)]
