@@ -5,14 +5,16 @@
 //! CNN), where images with small output planes share one GEMM; each with
 //! its backward pass (two GEMMs: weight and input gradients).
 //!
-//! im2col unrolls an image one of four ways (`Unrolling`): the whole
+//! im2col unrolls an image one of five ways (`Unrolling`): the whole
 //! plane shifted for stride-1 "same" layers, one copy per output row for
 //! wide stride-1 rows, shifted phase planes for strided layers whose
-//! phases fit the output's grid (module `phases`), and an index gather for
-//! the rest (narrow or other strided layers).
+//! phases fit the output's grid (module `phases`), crops of the plane for
+//! narrow unpadded stride-1 layers (module `crops`), and an index gather
+//! for the rest.
 
 use rayon::prelude::*;
 
+use super::crops;
 use super::gemm::{Matrix, gemm_f32};
 use super::phases;
 use super::pool::{BLOCKED, Route, pool_relu_image, route_to_maxima};
@@ -680,6 +682,7 @@ fn im2col(
         Unrolling::Shifted => im2col_shifted(shape, image, columns, place),
         Unrolling::Rows => im2col_rows(shape, image, columns, place),
         Unrolling::Phases => phases::im2col(shape, image, columns, place),
+        Unrolling::Crops => crops::im2col(shape, image, columns, place),
         Unrolling::Gather(map) => im2col_gather(shape, map, image, columns, place),
     }
 }
@@ -735,6 +738,9 @@ enum Unrolling {
     /// Strided, with every phase plane on the output's grid
     /// ([`phases::fit`]): each row one shifted copy of a phase plane.
     Phases,
+    /// Stride 1, unpadded, narrow output ([`crops::fit`]): each row one
+    /// copy of a crop of the plane.
+    Crops,
     /// Other strided or narrow output: for each kernel offset, the plane index
     /// each output pixel reads ([`PADDING`] where it reads a zero), so
     /// short rows cost no per-row set-up.
@@ -756,6 +762,8 @@ impl Unrolling {
             Unrolling::Rows
         } else if phases::fit(shape) {
             Unrolling::Phases
+        } else if crops::fit(shape) {
+            Unrolling::Crops
         } else {
             Unrolling::Gather(gather_map(shape))
         }
@@ -948,6 +956,7 @@ fn col2im(
         Unrolling::Shifted => col2im_shifted(shape, columns, image_grad, place),
         Unrolling::Rows => col2im_rows(shape, columns, image_grad, place),
         Unrolling::Phases => phases::col2im(shape, columns, image_grad, place),
+        Unrolling::Crops => crops::col2im(shape, columns, image_grad, place),
         Unrolling::Gather(map) => col2im_gather(shape, map, columns, image_grad, place),
     }
 }
@@ -1081,6 +1090,62 @@ mod tests {
         }
     }
 
+    /// Unpadded stride-1 layers with narrow output rows unroll through
+    /// crops of the plane exactly as through the gather (the Kaggle-style
+    /// CNN's 12×12 → 10×10 and 10×10 → 8×8 layers, an odd plane and a
+    /// 5×5 kernel), and fold back to the same gradient up to rounding (the
+    /// crops add each kernel column's share before the pixel does).
+    #[test]
+    fn crops_unroll_as_the_gather() {
+        let shape = |cin, [h, w]: [usize; 2], kernel| ConvShape {
+            batch: 1,
+            in_channels: cin,
+            out_channels: 1,
+            height: h,
+            width: w,
+            kernel,
+            stride: 1,
+            padding: 0,
+        };
+        for (n, shape) in [
+            shape(2, [12, 12], 3),
+            shape(3, [10, 10], 3),
+            shape(2, [11, 13], 5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert!(
+                matches!(Unrolling::for_shape(&shape), Unrolling::Crops),
+                "{shape:?}"
+            );
+            let gather = Unrolling::Gather(gather_map(&shape));
+            let width = 2 * shape.out_plane();
+            let place = Placement::in_group(&shape, 1, width);
+            let image = values(shape.input_len(), n);
+            let len = shape.patch() * width;
+            let unroll = |unrolling: &Unrolling| {
+                let mut columns = vec![0.0; len];
+                im2col(&shape, unrolling, &image, &mut columns, place);
+                columns
+            };
+            assert_eq!(unroll(&Unrolling::Crops), unroll(&gather), "{shape:?}");
+            let grads = values(len, n + 50);
+            let fold = |unrolling: &Unrolling| {
+                let mut columns = grads.clone();
+                let mut image_grad = vec![0.0; shape.input_len()];
+                col2im(&shape, unrolling, &mut columns, &mut image_grad, place);
+                image_grad
+            };
+            for (c, g) in fold(&Unrolling::Crops).iter().zip(fold(&gather)) {
+                assert!(
+                    (c - g).abs() <= 1e-5 * g.abs().max(1.0),
+                    "{shape:?}: {c} vs {g}"
+                );
+            }
+        }
+    }
+
     /// Strided layers whose phases would not fit the output's grid (an
     /// unpadded stride-2 layer reads none of the last rows) keep the gather.
     #[test]
@@ -1096,6 +1161,24 @@ mod tests {
             padding: 0,
         };
         assert!(!phases::fit(&shape));
+        assert!(matches!(Unrolling::for_shape(&shape), Unrolling::Gather(_)));
+    }
+
+    /// A layer whose output is a single pixel (the Kaggle-style CNN's last)
+    /// keeps the gather: each crop copy would move one value.
+    #[test]
+    fn one_pixel_outputs_keep_the_gather() {
+        let shape = ConvShape {
+            batch: 1,
+            in_channels: 64,
+            out_channels: 128,
+            height: 4,
+            width: 4,
+            kernel: 4,
+            stride: 1,
+            padding: 0,
+        };
+        assert!(!crops::fit(&shape));
         assert!(matches!(Unrolling::for_shape(&shape), Unrolling::Gather(_)));
     }
 }

@@ -22,6 +22,8 @@
 //!   and the plain convolution of seed-plus, HVC and the Kaggle-style CNN),
 //!   im2col, col2im and their backward passes;
 //! - `phases`: im2col and col2im of strided layers through phase planes;
+//! - `crops`: im2col and col2im of narrow unpadded layers through crops of
+//!   the plane;
 //! - [`pool`]: 2×2 max-pooling with ReLU and its routes;
 //! - [`batch_norm`]: batch norm with the batch's own statistics;
 //! - [`norm_pool`]: batch norm → pooling → ReLU as one layer (seed-plus);
@@ -31,6 +33,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+mod crops;
 pub mod dropout;
 mod gemm;
 pub mod norm_pool;

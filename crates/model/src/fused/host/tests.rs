@@ -104,8 +104,8 @@ fn shape() -> ConvShape {
 /// Convolutions the general path takes: the Kaggle-style CNN's (3×3
 /// unpadded, 5×5 stride 2, 4×4 to a single pixel), HVC's, odd sizes with
 /// stride 2, padding wider than half the kernel, offsets that read only
-/// padding, one "same" shape for the shifted path and wide rows for the
-/// row-by-row copy.
+/// padding, one "same" shape for the shifted path, an unpadded one with
+/// rows 8 to 15 wide for the crops and wide rows for the row-by-row copy.
 fn general_shapes() -> Vec<ConvShape> {
     let shape = |cin, cout, [h, w]: [usize; 2], kernel, stride, padding| ConvShape {
         batch: 2,
@@ -126,6 +126,8 @@ fn general_shapes() -> Vec<ConvShape> {
         shape(1, 2, [3, 4], 3, 1, 3),
         shape(2, 2, [2, 3], 5, 2, 3),
         shape(2, 3, [6, 5], 5, 1, 2),
+        // Unpadded, output rows 8 to 15 wide: through crops of the plane.
+        shape(2, 3, [12, 11], 3, 1, 0),
         // Output rows of 16 and more are copied row by row, not gathered.
         shape(2, 2, [5, 20], 3, 1, 0),
         shape(1, 2, [4, 19], 3, 1, 2),
