@@ -1016,6 +1016,7 @@ fn col2im_rows(shape: &ConvShape, columns: &[f32], image_grad: &mut [f32], place
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::pseudo_random;
     use super::*;
 
     /// Strided shapes whose phases fit the grid: the Kaggle-style CNN's
@@ -1043,12 +1044,6 @@ mod tests {
         ]
     }
 
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104_729) % 1999) as f32 / 999.0 - 1.0)
-            .collect()
-    }
-
     /// The phase planes' im2col and col2im give exactly what the index
     /// gather gives, value for value, for one image alone and for a group
     /// of three side by side (where a flat shift crosses into the next
@@ -1063,7 +1058,7 @@ mod tests {
             let gather = Unrolling::Gather(gather_map(&shape));
             for images in [1, 3] {
                 let width = images * shape.out_plane();
-                let inputs = values(images * shape.input_len(), n);
+                let inputs = pseudo_random(images * shape.input_len(), n as u32);
                 let len = shape.patch() * width;
                 let unroll = |unrolling: &Unrolling| {
                     let mut columns = vec![f32::NAN; len];
@@ -1074,7 +1069,7 @@ mod tests {
                 assert_eq!(by_phases, by_gather, "{shape:?}, {images} images");
                 // The backward pass adds into zeroed gradients, so the sums
                 // are bit-identical too.
-                let grads = values(len, n + 50);
+                let grads = pseudo_random(len, n as u32 + 50);
                 let fold = |unrolling: &Unrolling| {
                     let mut columns = grads.clone();
                     let mut image_grads = vec![0.0; inputs.len()];
@@ -1122,7 +1117,7 @@ mod tests {
             let gather = Unrolling::Gather(gather_map(&shape));
             let width = 2 * shape.out_plane();
             let place = Placement::in_group(&shape, 1, width);
-            let image = values(shape.input_len(), n);
+            let image = pseudo_random(shape.input_len(), n as u32);
             let len = shape.patch() * width;
             let unroll = |unrolling: &Unrolling| {
                 let mut columns = vec![0.0; len];
@@ -1130,7 +1125,7 @@ mod tests {
                 columns
             };
             assert_eq!(unroll(&Unrolling::Crops), unroll(&gather), "{shape:?}");
-            let grads = values(len, n + 50);
+            let grads = pseudo_random(len, n as u32 + 50);
             let fold = |unrolling: &Unrolling| {
                 let mut columns = grads.clone();
                 let mut image_grad = vec![0.0; shape.input_len()];

@@ -103,17 +103,10 @@ impl Read {
 /// `images`. Cells past the input's edge are never written: `phases`
 /// arrives zeroed and they stay zero for every channel.
 fn split(shape: &ConvShape, channel: &[f32], phases: &mut [f32], image: usize, images: usize) {
-    let (s, w, ow, plane) = (
-        shape.stride,
-        shape.width,
-        shape.out_width(),
-        shape.out_plane(),
-    );
-    for (iy, row) in channel.chunks_exact(w).enumerate() {
-        let (i, ry) = (iy / s, iy % s);
+    let s = shape.stride;
+    for (iy, row) in channel.chunks_exact(shape.width).enumerate() {
         for rx in 0..s {
-            let phase = ry * s + rx;
-            let cells = &mut phases[(phase * images + image) * plane + i * ow..][..ow];
+            let cells = &mut phases[cells(shape, iy, rx, image, images)];
             for (cell, &value) in cells.iter_mut().zip(row.iter().skip(rx).step_by(s)) {
                 *cell = value;
             }
@@ -124,22 +117,24 @@ fn split(shape: &ConvShape, channel: &[f32], phases: &mut [f32], image: usize, i
 /// The adjoint of [`split`]: adds each phase cell's gradient onto its
 /// input pixel.
 fn merge(shape: &ConvShape, phases: &[f32], channel: &mut [f32], image: usize, images: usize) {
-    let (s, w, ow, plane) = (
-        shape.stride,
-        shape.width,
-        shape.out_width(),
-        shape.out_plane(),
-    );
-    for (iy, row) in channel.chunks_exact_mut(w).enumerate() {
-        let (i, ry) = (iy / s, iy % s);
+    let s = shape.stride;
+    for (iy, row) in channel.chunks_exact_mut(shape.width).enumerate() {
         for rx in 0..s {
-            let phase = ry * s + rx;
-            let cells = &phases[(phase * images + image) * plane + i * ow..][..ow];
+            let cells = &phases[cells(shape, iy, rx, image, images)];
             for (pixel, cell) in row.iter_mut().skip(rx).step_by(s).zip(cells) {
                 *pixel += cell;
             }
         }
     }
+}
+
+/// The grid row of phase `(iy mod s, rx)` that input row `iy`'s columns
+/// `rx, rx + s, …` land on, for image `image` of a group of `images`.
+fn cells(shape: &ConvShape, iy: usize, rx: usize, image: usize, images: usize) -> Range<usize> {
+    let (s, ow) = (shape.stride, shape.out_width());
+    let phase = (iy % s) * s + rx;
+    let start = (phase * images + image) * shape.out_plane() + iy / s * ow;
+    start..start + ow
 }
 
 /// A group's phase planes, `[phase, image, oy, ox]`, and every kernel

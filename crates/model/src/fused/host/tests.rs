@@ -72,7 +72,7 @@ fn naive_input_grad(shape: &ConvShape, w: &[f32], output_grad: &[f32]) -> Vec<f3
     grad.into_iter().map(|v| v as f32).collect()
 }
 
-fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
+pub(super) fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     (0..len)
         .map(|_| {
