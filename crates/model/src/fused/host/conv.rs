@@ -304,7 +304,7 @@ pub fn conv_pool_relu_backward(
             &input[range(per_image_in)],
             conv,
             columns,
-            Some(&mut acc.weight),
+            Some(&mut acc.weight_t),
             input_grad,
         );
     })
@@ -377,7 +377,7 @@ pub fn conv2d_backward(
                 &input[first * per_image_in..][..count * per_image_in],
                 conv_grad,
                 columns,
-                (!weight_by_winograd).then_some(&mut acc.weight[..]),
+                (!weight_by_winograd).then_some(&mut acc.weight_t[..]),
                 input_grad,
             );
         },
@@ -451,15 +451,23 @@ where
         .unwrap_or_else(|| Accumulators::new(shape, 1));
     ConvPoolGrads {
         input: input_grad,
-        weight: totals.weight,
+        weight: transpose(&totals.weight_t, shape.out_channels),
         bias: totals.bias,
     }
 }
 
+/// A row-major matrix with `columns` columns, transposed.
+fn transpose(matrix: &[f32], columns: usize) -> Vec<f32> {
+    let rows = matrix.len() / columns;
+    (0..columns)
+        .flat_map(|c| (0..rows).map(move |r| matrix[r * columns + c]))
+        .collect()
+}
+
 /// A group of images' share of the weight gradient, added to
-/// `weight_grad`, and their input gradients, each when asked for, from the
-/// gradient of their convolution output laid out `[out, image, pixel]`.
-/// `columns` is scratch.
+/// `weight_grad_t` (laid out `[patch, out]`), and their input gradients,
+/// each when asked for, from the gradient of their convolution output laid
+/// out `[out, image, pixel]`. `columns` is scratch.
 #[allow(clippy::too_many_arguments)]
 fn group_gradients(
     shape: &ConvShape,
@@ -468,19 +476,22 @@ fn group_gradients(
     images: &[f32],
     conv_grad: &[f32],
     columns: &mut [f32],
-    weight_grad: Option<&mut [f32]>,
+    weight_grad_t: Option<&mut [f32]>,
     input_grad: Option<&mut [f32]>,
 ) {
     let per_image_in = shape.in_channels * shape.in_plane();
     let width = images.len() / per_image_in * shape.out_plane();
-    if let Some(weight_grad) = weight_grad {
+    if let Some(weight_grad_t) = weight_grad_t {
         im2col_group(shape, unrolling, images, columns, width);
-        // weight_grad[o, k] += Σ_p conv_grad[o, p] · columns[k, p]
+        // weight_grad_t[k, o] += Σ_p columns[k, p] · conv_grad[o, p]: the
+        // gradient transposed, so that gemm reads the unrolled images in
+        // place (their rows are contiguous) and packs only the small
+        // output gradient; [o, k] would have it copy all of `columns`.
         gemm_f32(
-            Matrix::row_major(weight_grad, shape.patch()),
-            (conv_grad, width as isize, 1),
-            (columns, 1, width as isize),
-            (shape.out_channels, shape.patch(), width),
+            Matrix::row_major(weight_grad_t, shape.out_channels),
+            (columns, width as isize, 1),
+            (conv_grad, 1, width as isize),
+            (shape.patch(), shape.out_channels, width),
             true,
         );
     }
@@ -566,7 +577,9 @@ impl Scratch {
 /// One backward job's scratch space and partial sums.
 struct Accumulators {
     scratch: Scratch,
-    weight: Vec<f32>,
+    /// The weight gradient transposed, `[patch, out]` (see
+    /// [`group_gradients`]).
+    weight_t: Vec<f32>,
     bias: Vec<f32>,
 }
 
@@ -574,13 +587,13 @@ impl Accumulators {
     fn new(shape: &ConvShape, group: usize) -> Self {
         Self {
             scratch: Scratch::new(shape, group),
-            weight: vec![0.0; shape.weight_len()],
+            weight_t: vec![0.0; shape.weight_len()],
             bias: vec![0.0; shape.out_channels],
         }
     }
 
     fn merge(mut self, other: Self) -> Self {
-        for (a, b) in self.weight.iter_mut().zip(&other.weight) {
+        for (a, b) in self.weight_t.iter_mut().zip(&other.weight_t) {
             *a += b;
         }
         for (a, b) in self.bias.iter_mut().zip(&other.bias) {
@@ -1175,5 +1188,12 @@ mod tests {
         };
         assert!(!crops::fit(&shape));
         assert!(matches!(Unrolling::for_shape(&shape), Unrolling::Gather(_)));
+    }
+
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        // 2 rows × 3 columns → 3 rows × 2 columns.
+        let matrix = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(transpose(&matrix, 3), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     }
 }
