@@ -312,8 +312,9 @@ pub fn conv_pool_relu_backward(
 
 /// The plain convolution's backward pass, given its input and weight and
 /// the gradient of its output. Wide 3×3 stride-1 layers take their weight
-/// gradient, and with many output channels their input gradient, from
-/// Winograd's F(2×2, 3×3) (module `winograd`).
+/// gradient when they have many input channels, and their input gradient
+/// when they have many output channels, from Winograd's F(2×2, 3×3)
+/// (module `winograd`).
 pub fn conv2d_backward(
     shape: &ConvShape,
     input: &[f32],
@@ -332,7 +333,7 @@ pub fn conv2d_backward(
         shape.conv_output_len(),
         "output_grad length"
     );
-    let weight_by_winograd = winograd::applies(shape);
+    let weight_by_winograd = winograd::applies_to_weight_grad(shape);
     let input_by_winograd = want_input_grad && winograd::applies_to_input_grad(shape);
     let input_by_im2col = want_input_grad && !input_by_winograd;
     if weight_by_winograd && !input_by_im2col {
@@ -384,6 +385,9 @@ pub fn conv2d_backward(
     );
     if weight_by_winograd {
         grads.weight = winograd::weight_grad(shape, input, output_grad);
+    }
+    if input_by_winograd {
+        grads.input = Some(winograd::input_grad(shape, weight, output_grad));
     }
     grads
 }

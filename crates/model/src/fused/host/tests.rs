@@ -333,10 +333,10 @@ fn winograd_matches_naive_loops() {
     }
 }
 
-/// The plain convolution hands wide 3×3 stride-1 layers' forward pass and
-/// weight gradient to Winograd, and their input gradient too when they
-/// have many output channels; it keeps the rest on im2col. Both give the
-/// naive loops' answer.
+/// The plain convolution hands wide 3×3 stride-1 layers' forward pass to
+/// Winograd, their weight gradient too when they have many input channels
+/// and their input gradient when they have many output channels; it keeps
+/// the rest on im2col. Every mix gives the naive loops' answer.
 #[test]
 fn wide_three_by_three_layers_take_winograd() {
     let s = ConvShape {
@@ -362,9 +362,8 @@ fn wide_three_by_three_layers_take_winograd() {
     for (g, e) in grads.weight.iter().zip(naive_weight_grad(&s, &x, &r)) {
         assert!((g - e).abs() < 1e-3, "weight: {g} vs {e}");
     }
-    // With 5 output channels the input gradient stays on im2col, which
-    // then skips the unrolling the weight gradient no longer needs; with
-    // 64 it takes Winograd too.
+    // With 16 input and 5 output channels both gradients stay on im2col.
+    assert!(!winograd::applies_to_weight_grad(&s));
     assert!(!winograd::applies_to_input_grad(&s));
     for (g, e) in grads
         .input
@@ -379,11 +378,17 @@ fn wide_three_by_three_layers_take_winograd() {
         out_channels: 64,
         ..s
     };
+    // 64 output channels: the input gradient through Winograd, the
+    // weight gradient (16 inputs) through im2col.
     assert!(winograd::applies_to_input_grad(&deep));
+    assert!(!winograd::applies_to_weight_grad(&deep));
     let w = pseudo_random(deep.weight_len(), 264);
     let r = pseudo_random(deep.conv_output_len(), 265);
     let x = &x[..deep.input_len()];
     let grads = conv2d_backward(&deep, x, &w, &r, true);
+    for (g, e) in grads.weight.iter().zip(naive_weight_grad(&deep, x, &r)) {
+        assert!((g - e).abs() < 1e-3, "deep weight: {g} vs {e}");
+    }
     for (g, e) in grads
         .input
         .unwrap()
@@ -391,6 +396,30 @@ fn wide_three_by_three_layers_take_winograd() {
         .zip(naive_input_grad(&deep, &w, &r))
     {
         assert!((g - e).abs() < 1e-3, "deep input: {g} vs {e}");
+    }
+    // 64 input channels: the weight gradient through Winograd, the input
+    // gradient (5 outputs) through im2col.
+    let wide = ConvShape {
+        batch: 1,
+        in_channels: 64,
+        ..s
+    };
+    assert!(winograd::applies_to_weight_grad(&wide));
+    assert!(!winograd::applies_to_input_grad(&wide));
+    let x = pseudo_random(wide.input_len(), 266);
+    let w = pseudo_random(wide.weight_len(), 267);
+    let r = pseudo_random(wide.conv_output_len(), 268);
+    let grads = conv2d_backward(&wide, &x, &w, &r, true);
+    for (g, e) in grads.weight.iter().zip(naive_weight_grad(&wide, &x, &r)) {
+        assert!((g - e).abs() < 1e-3, "wide weight: {g} vs {e}");
+    }
+    for (g, e) in grads
+        .input
+        .unwrap()
+        .iter()
+        .zip(naive_input_grad(&wide, &w, &r))
+    {
+        assert!((g - e).abs() < 1e-3, "wide input: {g} vs {e}");
     }
     // The Kaggle-style CNN's first layer (one input channel) and its
     // 10×10 layer stay on im2col, as do 5×5 and strided kernels.
@@ -419,10 +448,12 @@ fn wide_three_by_three_layers_take_winograd() {
     }
 }
 
-/// The kernels' own standard for a layer that takes all three Winograd
-/// paths: central differences of the naive loops agree with the weight
-/// and input gradients (the loss Σ conv(x) · r is linear, so they are
-/// exact up to rounding), checked on a spread of elements.
+/// The kernels' own standard for all three Winograd paths: central
+/// differences of the naive loops agree with the weight and input
+/// gradients (the loss Σ conv(x) · r is linear, so they are exact up to
+/// rounding), checked on a spread of elements. The layer's 16 input
+/// channels leave its weight gradient to im2col in `conv2d_backward`, so
+/// Winograd's is also called directly.
 #[test]
 fn winograd_gradients_match_central_differences() {
     let s = ConvShape {
@@ -452,13 +483,18 @@ fn winograd_gradients_match_central_differences() {
         minus[i] -= eps;
         ((at(&plus) - at(&minus)) / (2.0 * f64::from(eps))) as f32
     };
+    let winograd_weight = winograd::weight_grad(&s, &x, &r);
     for i in (0..s.weight_len()).step_by(97) {
         let numeric = difference(&w, i, &|w| loss(&x, w));
-        let analytic = grads.weight[i];
-        assert!(
-            (analytic - numeric).abs() < 2e-3,
-            "weight[{i}]: {analytic} vs {numeric}"
-        );
+        for (analytic, path) in [
+            (grads.weight[i], "im2col"),
+            (winograd_weight[i], "winograd"),
+        ] {
+            assert!(
+                (analytic - numeric).abs() < 2e-3,
+                "{path} weight[{i}]: {analytic} vs {numeric}"
+            );
+        }
     }
     let input = grads.input.as_ref().unwrap();
     for i in (0..s.input_len()).step_by(61) {

@@ -17,11 +17,12 @@
 //! The input gradient is a 3×3 convolution too (the weight turned half a
 //! turn, channels swapped, padding `2 − p`), so it reuses the forward pass.
 //!
-//! Each only where it pays ([`applies`], [`applies_to_input_grad`]): fewer
-//! multiplications, but the forward pass's sixteen GEMMs are only as deep
-//! as the layer has input channels, where im2col makes one nine times
-//! deeper, and the transforms are pure memory traffic (docs/performance.md
-//! has the timings behind the thresholds).
+//! Each only where it pays ([`applies`], [`applies_to_input_grad`],
+//! [`applies_to_weight_grad`]): fewer multiplications, but the forward
+//! pass's sixteen GEMMs are only as deep as the layer has input channels,
+//! where im2col makes one nine times deeper, and the transforms are pure
+//! memory traffic (docs/performance.md has the timings behind the
+//! thresholds).
 
 use rayon::prelude::*;
 
@@ -48,10 +49,15 @@ const MIN_OUT_SIDE: usize = 12;
 /// im2col (its Winograd form has more tiles than the forward pass).
 const MIN_GRAD_CHANNELS: usize = 64;
 
-/// Whether the forward pass and weight gradient of `shape` go through
-/// F(2×2, 3×3): a 3×3 kernel at stride 1, with enough input channels and
-/// output pixels for it to beat im2col (the thresholds come from timing
-/// both on the models' layers).
+/// Input channels below which the weight gradient is faster through
+/// im2col: its sixteen products per tile are only `out × in`, where
+/// im2col's one is `9·in × out` and reads the unrolled images in place.
+const MIN_WEIGHT_GRAD_CHANNELS: usize = 64;
+
+/// Whether the forward pass of `shape` goes through F(2×2, 3×3): a 3×3
+/// kernel at stride 1, with enough input channels and output pixels for it
+/// to beat im2col (the thresholds come from timing both on the models'
+/// layers).
 pub(super) fn applies(shape: &ConvShape) -> bool {
     shape.conv_is_supported()
         && shape.kernel == 3
@@ -67,6 +73,12 @@ pub(super) fn applies(shape: &ConvShape) -> bool {
 /// needs a padding of at most 2 and enough output channels.
 pub(super) fn applies_to_input_grad(shape: &ConvShape) -> bool {
     applies(shape) && shape.padding <= 2 && shape.out_channels >= MIN_GRAD_CHANNELS
+}
+
+/// Whether the weight gradient of `shape` goes through F(3×3, 2×2): a
+/// layer the forward pass covers, with enough input channels.
+pub(super) fn applies_to_weight_grad(shape: &ConvShape) -> bool {
+    applies(shape) && shape.in_channels >= MIN_WEIGHT_GRAD_CHANNELS
 }
 
 /// The convolution, bias added: `[batch, out_channels, out_height,
