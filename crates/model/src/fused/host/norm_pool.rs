@@ -118,7 +118,7 @@ pub fn batch_norm_pool_relu_backward(
                     &mut routed,
                 );
                 let x = &x[p * plane..][..plane];
-                let (run_g, run_gx) = batch_norm::lane_sums(&routed, x, mean[c], |_| true);
+                let (run_g, run_gx) = batch_norm::lane_sums(&routed, x, mean[c]);
                 (g + run_g, gx + run_gx)
             })
         })
