@@ -194,8 +194,7 @@ pub fn batch_norm_backward(
         epsilon,
     };
     // Every gradient passes.
-    let ungated: Option<fn(usize) -> fn(f32) -> bool> = None;
-    backward(shape, x, &stats, output_grad, ungated)
+    backward(shape, x, &stats, output_grad, None::<NoGate>)
 }
 
 /// The gradients of [`batch_norm_relu_forward`], given what
@@ -248,6 +247,9 @@ pub(super) struct Statistics<'a> {
     /// ε.
     pub epsilon: f64,
 }
+
+/// The type of [`backward`]'s absent gate.
+type NoGate = fn(usize) -> fn(f32) -> bool;
 
 /// Batch norm's backward pass for the gradient `g · [open(x)]`, element by
 /// element, where `gate(c)` gives channel `c`'s `open` (the ReLU's mask:
