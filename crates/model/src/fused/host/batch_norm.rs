@@ -114,8 +114,12 @@ fn normalize(
     let mut output = vec![0.0f32; shape.len()];
     for_each_run(shape, &mut output, |c, out, offset| {
         let input = &x[offset..][..out.len()];
+        // Read once, not per value: indexed inside the loop, the vectors'
+        // buffers were loaded again for every value and the loop stayed
+        // scalar.
+        let (s, t) = (scale[c], shift[c]);
         for (o, &v) in out.iter_mut().zip(input) {
-            *o = activation(v * scale[c] + shift[c]);
+            *o = activation(v * s + t);
         }
     });
     NormForward {
