@@ -220,6 +220,9 @@ pub fn conv2d_forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[
     let mut output = vec![0.0f32; shape.conv_output_len()];
     let (images, group) = (images_per_job(shape.batch), images_per_gemm(shape));
     let unrolling = &Unrolling::for_shape(shape);
+    // A layer without a bias (one followed by batch norm) is passed zeros:
+    // adding them would be a whole pass over the output for nothing.
+    let has_bias = bias.iter().any(|&b| b != 0.0);
     output
         .par_chunks_mut(per_image_out * images)
         .zip(input.par_chunks(per_image_in * images))
@@ -244,9 +247,11 @@ pub fn conv2d_forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[
                         }
                     }
                 }
-                for output in outputs.chunks_mut(per_image_out) {
-                    for (plane, b) in output.chunks_exact_mut(out_plane).zip(bias) {
-                        plane.iter_mut().for_each(|v| *v += b);
+                if has_bias {
+                    for output in outputs.chunks_mut(per_image_out) {
+                        for (plane, b) in output.chunks_exact_mut(out_plane).zip(bias) {
+                            plane.iter_mut().for_each(|v| *v += b);
+                        }
                     }
                 }
             }
