@@ -64,6 +64,18 @@ pub struct BenchArgs {
     /// Threads PyTorch may use [default: the CPUs available, as rayon uses].
     #[arg(long)]
     threads: Option<usize>,
+    /// With --python: time each backend's step and PyTorch's this many
+    /// times, alternating, and report every round's ratio and their
+    /// median. On a shared machine a spell of load moves a whole round.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+}
+
+/// One round of `--rounds`: each backend's step and PyTorch's, in ms.
+#[derive(Debug, Serialize)]
+struct Round {
+    backends: Vec<f64>,
+    pytorch: f64,
 }
 
 /// What one training step runs: the recipe's settings, `--batch-size`
@@ -154,12 +166,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         args.backend.clone()
     };
+    if args.rounds > 1 && args.python.is_none() {
+        bail!(
+            "--rounds {} compares against PyTorch: give --python too",
+            args.rounds
+        );
+    }
     let (warmup, steps, eval_batches) = if args.quick { (1, 3, 2) } else { (3, 20, 10) };
     let mut results = Vec::new();
     if backends.is_empty() {
         bail!("no compiled backend runs on {spec}; rebuild with --features tch");
     }
-    for backend in backends {
+    for &backend in &backends {
         let device = backend.device(spec)?;
         if !args.json {
             eprintln!(
@@ -176,28 +194,58 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let peak_rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
     let machine = Machine::detect();
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let torch_run = |eval_batches: usize| {
+        let mut flags = torch_flags(&workload);
+        for (flag, value) in [
+            ("--warmup", warmup),
+            ("--steps", steps),
+            ("--eval-batches", eval_batches),
+            ("--threads", threads),
+        ] {
+            flags.extend([flag.to_string(), value.to_string()]);
+        }
+        flags.extend(["--device".to_string(), torch_device(spec)]);
+        flags
+    };
     let pytorch = match &args.python {
         Some(python) => {
             if !args.json {
                 eprintln!("measuring PyTorch with {}...", python.display());
             }
-            let threads = args
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let mut flags = torch_flags(&workload);
-            for (flag, value) in [
-                ("--warmup", warmup),
-                ("--steps", steps),
-                ("--eval-batches", eval_batches),
-                ("--threads", threads),
-            ] {
-                flags.extend([flag.to_string(), value.to_string()]);
-            }
-            flags.extend(["--device".to_string(), torch_device(spec)]);
-            Some(measure_pytorch(python, &flags)?)
+            Some(measure_pytorch(python, &torch_run(eval_batches))?)
         }
         None => None,
     };
+    // Round 1 is the measurement above; the others time the steps only.
+    let mut rounds = Vec::new();
+    if let (Some(python), Some(first)) = (&args.python, &pytorch) {
+        if args.rounds > 1 {
+            rounds.push(Round {
+                backends: results.iter().map(|r| r.ms_per_step).collect(),
+                pytorch: first.ms_per_step,
+            });
+        }
+        for round in 2..=args.rounds {
+            if !args.json {
+                eprintln!("round {round} of {}...", args.rounds);
+            }
+            let steps_ms = backends
+                .iter()
+                .map(|backend| {
+                    let device = backend.device(spec)?.autodiff();
+                    Ok(time_steps(&workload, &device, [warmup, steps]).1)
+                })
+                .collect::<Result<Vec<f64>>>()?;
+            let pytorch = measure_pytorch(python, &torch_run(1))?.ms_per_step;
+            rounds.push(Round {
+                backends: steps_ms,
+                pytorch,
+            });
+        }
+    }
     if args.json {
         outln!(
             "{}",
@@ -205,6 +253,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "machine": machine,
                 "results": results,
                 "pytorch": pytorch,
+                "rounds": rounds,
                 "peak_rss_mb": peak_rss_mb
             }))?
         );
@@ -243,6 +292,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             ratio
         );
     }
+    print_rounds(&results, &rounds);
     for r in &results {
         print_layers(r);
     }
@@ -250,6 +300,50 @@ pub fn run(args: BenchArgs) -> Result<()> {
         outln!("peak RSS of this process: {mb:.0} MB");
     }
     Ok(())
+}
+
+/// Every round's ratio to PyTorch for each backend, and their median.
+fn print_rounds(results: &[BenchResult], rounds: &[Round]) {
+    if rounds.is_empty() {
+        return;
+    }
+    outln!("\nrounds, alternated (step ms, ratio to PyTorch):");
+    for (i, round) in rounds.iter().enumerate() {
+        let backends: Vec<String> = results
+            .iter()
+            .zip(&round.backends)
+            .map(|(r, ms)| format!("{} {ms:.1} ({:.2}x)", r.backend, ms / round.pytorch))
+            .collect();
+        outln!(
+            "{:>3}: {}; pytorch {:.1}",
+            i + 1,
+            backends.join(", "),
+            round.pytorch
+        );
+    }
+    for (b, result) in results.iter().enumerate() {
+        let mut ratios: Vec<f64> = rounds.iter().map(|r| r.backends[b] / r.pytorch).collect();
+        outln!(
+            "{}: median {:.2}x over {} rounds, {:.2}x to {:.2}x",
+            result.backend,
+            median(&mut ratios),
+            rounds.len(),
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+    }
+}
+
+/// The median of `values`, which it sorts (the mean of the middle two for
+/// an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
 }
 
 /// One backend's layers against its GEMM peak.
@@ -310,20 +404,7 @@ fn measure(
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let batch = workload.batch_size;
     let train_device = device.clone().autodiff();
-    let (mut model, mut training) = step::set_up(workload, &train_device, 0);
-    let (images, targets) = random_batch(&mut rng, batch, &train_device);
-    let mut started = Instant::now();
-    for index in 0..warmup + steps {
-        if index == warmup {
-            started = Instant::now();
-        }
-        let loss;
-        (model, loss) = training.step(model, images.clone(), targets.clone(), workload.lr);
-        // Reading the loss waits for the device, as the training loop does
-        // after queueing the whole step.
-        let _ = loss.into_scalar::<f32>();
-    }
-    let ms_per_step = started.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let (model, ms_per_step) = time_steps(workload, &train_device, [warmup, steps]);
     let layers = time_layers(&model, batch, &train_device, &mut rng, steps.min(10));
     let gemm_gflops = Some(gemm_gflops(device));
 
@@ -350,6 +431,31 @@ fn measure(
         gemm_gflops,
         layers,
     })
+}
+
+/// A fresh model's training steps on `train_device` (an autodiff device):
+/// `warmup` untimed, then `steps` timed. Returns the trained model and the
+/// mean ms per timed step.
+fn time_steps(
+    workload: &HyperParams,
+    train_device: &Device,
+    [warmup, steps]: [usize; 2],
+) -> (mnist_model::Network, f64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let (mut model, mut training) = step::set_up(workload, train_device, 0);
+    let (images, targets) = random_batch(&mut rng, workload.batch_size, train_device);
+    let mut started = Instant::now();
+    for index in 0..warmup + steps {
+        if index == warmup {
+            started = Instant::now();
+        }
+        let loss;
+        (model, loss) = training.step(model, images.clone(), targets.clone(), workload.lr);
+        // Reading the loss waits for the device, as the training loop does
+        // after queueing the whole step.
+        let _ = loss.into_scalar::<f32>();
+    }
+    (model, started.elapsed().as_secs_f64() * 1e3 / steps as f64)
 }
 
 /// Each convolution layer of `model` on its own: `runs` forward passes,
@@ -522,6 +628,31 @@ mod tests {
             let model = &flags[1];
             assert!(script.contains(&format!("\"{model}\":")), "{model}");
         }
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    #[test]
+    fn rounds_are_one_to_a_hundred_and_need_python() {
+        use clap::Parser;
+        let parse = |rounds: &str| Cli::try_parse_from(["bench", "--rounds", rounds]);
+        assert!(parse("0").is_err());
+        assert!(parse("101").is_err());
+        let args = parse("3").unwrap().bench;
+        assert_eq!(args.rounds, 3);
+        let error = run(args).unwrap_err().to_string();
+        assert!(error.contains("--python"), "{error}");
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(&mut [0.9, 0.6, 0.7]), 0.7);
+        assert_eq!(median(&mut [0.9, 0.6, 0.7, 0.8]), 0.75);
+        assert_eq!(median(&mut [1.5]), 1.5);
     }
 
     #[test]
