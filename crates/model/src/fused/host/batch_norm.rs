@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::fill::filled;
 use super::sum::{LANES, lane_sum};
 
 /// The layout of a batch-norm input: `[batch, channels, plane…]`.
@@ -111,7 +112,7 @@ fn normalize(
     check_lengths(shape, x, gamma);
     let (mean, variance) = statistics(shape, x);
     let (scale, shift) = scale_and_shift(gamma, beta, &mean, &variance, epsilon);
-    let mut output = vec![0.0f32; shape.len()];
+    let mut output = filled(0.0f32, shape.len());
     for_each_run(shape, &mut output, |c, out, offset| {
         let input = &x[offset..][..out.len()];
         // Read once, not per value: indexed inside the loop, the vectors'
@@ -310,7 +311,7 @@ where
         beta: beta_grad,
         coefficients,
     } = channel_grads(stats, shape.per_channel(), &sums);
-    let mut input_grad = vec![0.0f32; shape.len()];
+    let mut input_grad = filled(0.0f32, shape.len());
     for_each_run(shape, &mut input_grad, |c, out, offset| {
         let [a, b, constant] = coefficients[c];
         let grads = &output_grad[offset..][..out.len()];

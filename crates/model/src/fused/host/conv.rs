@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 
 use super::crops;
+use super::fill::filled;
 use super::gemm::{Matrix, gemm_f32};
 use super::phases;
 use super::pool::{BLOCKED, Route, pool_relu_image, route_to_maxima};
@@ -174,8 +175,8 @@ pub fn conv_pool_relu_forward(
     check_lengths(shape, input, weight, bias);
     let per_image_out = shape.out_channels * shape.pooled_plane();
     let per_image_in = shape.in_channels * shape.in_plane();
-    let mut output = vec![0.0f32; shape.output_len()];
-    let mut routes = vec![BLOCKED; shape.output_len()];
+    let mut output = filled(0.0f32, shape.output_len());
+    let mut routes = filled(BLOCKED, shape.output_len());
     let images = images_per_job(shape.batch);
     let unrolling = Unrolling::for_shape(shape);
     output
@@ -217,7 +218,7 @@ pub fn conv2d_forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[
     let out_plane = shape.out_plane();
     let per_image_out = shape.out_channels * out_plane;
     let per_image_in = shape.in_channels * shape.in_plane();
-    let mut output = vec![0.0f32; shape.conv_output_len()];
+    let mut output = filled(0.0f32, shape.conv_output_len());
     let (images, group) = (images_per_job(shape.batch), images_per_gemm(shape));
     let unrolling = &Unrolling::for_shape(shape);
     // A layer without a bias (one followed by batch norm) is passed zeros:
@@ -426,7 +427,7 @@ where
     F: Fn(&mut Accumulators, usize, usize, Option<&mut [f32]>) + Sync,
 {
     let per_image_in = shape.in_channels * shape.in_plane();
-    let mut input_grad = want_input_grad.then(|| vec![0.0f32; shape.input_len()]);
+    let mut input_grad = want_input_grad.then(|| filled(0.0f32, shape.input_len()));
     let images = images_per_job(shape.batch);
     // One entry per job: its images' input gradients, when wanted.
     let job_grads: Vec<Option<&mut [f32]>> = match input_grad.as_mut() {

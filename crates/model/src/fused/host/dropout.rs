@@ -9,6 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::fill::filled;
+
 /// Values per independent stream (and per rayon job).
 const CHUNK: usize = 1 << 14;
 
@@ -25,7 +27,7 @@ pub fn dropout_mask(len: usize, keep: f64, seed: u64) -> Vec<f32> {
     // with `keep` = 1 every draw does.
     let threshold = (keep * 4_294_967_296.0) as u64;
     let scale = (1.0 / keep) as f32;
-    let mut mask = vec![0.0f32; len];
+    let mut mask = filled(0.0f32, len);
     mask.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(chunk, values)| {

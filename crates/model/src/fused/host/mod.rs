@@ -29,12 +29,14 @@
 //! - [`norm_pool`]: batch norm → pooling → ReLU as one layer (seed-plus);
 //! - [`dropout`]: dropout's mask, drawn in parallel from a seed;
 //! - `sum`: sums of many values in vector lanes;
+//! - `fill`: whole-tensor buffers filled by all threads;
 //! - `gemm`: the one `unsafe` call into the `gemm` crate.
 
 pub mod batch_norm;
 pub mod conv;
 mod crops;
 pub mod dropout;
+mod fill;
 mod gemm;
 pub mod norm_pool;
 mod phases;

@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 
 use super::batch_norm::{self, ChannelGrads, NormGrads, NormShape, Statistics};
+use super::fill::filled;
 use super::pool::{self, BLOCKED, PLANES_PER_JOB, Route};
 
 /// The pooled output, its routes and the batch's statistics.
@@ -49,8 +50,8 @@ pub fn batch_norm_pool_relu_forward(
     let (mean, variance) = batch_norm::statistics(&shape, x);
     let (scale, shift) = batch_norm::scale_and_shift(gamma, beta, &mean, &variance, epsilon);
     let (plane, pooled) = (h * w, h * w / 4);
-    let mut output = vec![0.0f32; x.len() / 4];
-    let mut routes = vec![BLOCKED; x.len() / 4];
+    let mut output = filled(0.0f32, x.len() / 4);
+    let mut routes = filled(BLOCKED, x.len() / 4);
     output
         .par_chunks_mut(pooled * PLANES_PER_JOB)
         .zip(routes.par_chunks_mut(pooled * PLANES_PER_JOB))
@@ -134,7 +135,7 @@ pub fn batch_norm_pool_relu_backward(
         beta: beta_grad,
         coefficients,
     } = batch_norm::channel_grads(&stats, shape.per_channel(), &sums);
-    let mut input_grad = vec![0.0f32; x.len()];
+    let mut input_grad = filled(0.0f32, x.len());
     input_grad
         .par_chunks_mut(plane * PLANES_PER_JOB)
         .zip(x.par_chunks(plane * PLANES_PER_JOB))

@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::conv::ConvShape;
+use super::fill::filled;
 
 /// What the backward pass needs to know about each pooling window, one
 /// byte per pooled output: the offset (0–3, row-major) of the window's first
@@ -160,8 +161,8 @@ pub fn pool_relu_forward(h: usize, w: usize, input: &[f32]) -> (Vec<f32>, Vec<Ro
     check_planes(h, w, input.len());
     let (plane, pooled) = (h * w, h * w / 4);
     let planes = input.len() / plane;
-    let mut output = vec![0.0f32; planes * pooled];
-    let mut routes = vec![BLOCKED; planes * pooled];
+    let mut output = filled(0.0f32, planes * pooled);
+    let mut routes = filled(BLOCKED, planes * pooled);
     output
         .par_chunks_mut(pooled * PLANES_PER_JOB)
         .zip(routes.par_chunks_mut(pooled * PLANES_PER_JOB))
@@ -187,7 +188,7 @@ pub fn pool_relu_backward(h: usize, w: usize, routes: &[Route], output_grad: &[f
     check_planes(h, w, routes.len() * 4);
     assert_eq!(routes.len(), output_grad.len(), "one route per gradient");
     let (plane, pooled) = (h * w, h * w / 4);
-    let mut input_grad = vec![0.0f32; routes.len() * 4];
+    let mut input_grad = filled(0.0f32, routes.len() * 4);
     input_grad
         .par_chunks_mut(plane * PLANES_PER_JOB)
         .zip(routes.par_chunks(pooled * PLANES_PER_JOB))

@@ -27,6 +27,7 @@
 use rayon::prelude::*;
 
 use super::conv::{ConvShape, images_per_job};
+use super::fill::filled;
 use super::gemm::{Matrix, gemm_f32};
 
 /// Points of the transformed tile (4 × 4).
@@ -103,7 +104,7 @@ pub(super) fn forward(shape: &ConvShape, input: &[f32], weight: &[f32], bias: &[
     let per_image_out = shape.conv_output_len() / shape.batch;
     let images = images_per_job(shape.batch);
     let group = tiling.images_per_group(images);
-    let mut output = vec![0.0f32; shape.conv_output_len()];
+    let mut output = filled(0.0f32, shape.conv_output_len());
     output
         .par_chunks_mut(per_image_out * images)
         .zip(input.par_chunks(per_image_in * images))
