@@ -333,6 +333,19 @@ fn winograd_matches_naive_loops() {
     }
 }
 
+/// `conv2d_backward`'s weight and input gradients of `s` agree with the
+/// naive loops' within 1e-3.
+fn assert_backward_matches_naive(s: &ConvShape, x: &[f32], w: &[f32], r: &[f32], what: &str) {
+    let grads = conv2d_backward(s, x, w, r, true);
+    for (g, e) in grads.weight.iter().zip(naive_weight_grad(s, x, r)) {
+        assert!((g - e).abs() < 1e-3, "{what} weight: {g} vs {e}");
+    }
+    let input = grads.input.expect("the input gradient was asked for");
+    for (g, e) in input.iter().zip(naive_input_grad(s, w, r)) {
+        assert!((g - e).abs() < 1e-3, "{what} input: {g} vs {e}");
+    }
+}
+
 /// The plain convolution hands wide 3×3 stride-1 layers' forward pass to
 /// Winograd, their weight gradient too when they have many input channels
 /// and their input gradient when they have many output channels; it keeps
@@ -385,18 +398,7 @@ fn wide_three_by_three_layers_take_winograd() {
     let w = pseudo_random(deep.weight_len(), 264);
     let r = pseudo_random(deep.conv_output_len(), 265);
     let x = &x[..deep.input_len()];
-    let grads = conv2d_backward(&deep, x, &w, &r, true);
-    for (g, e) in grads.weight.iter().zip(naive_weight_grad(&deep, x, &r)) {
-        assert!((g - e).abs() < 1e-3, "deep weight: {g} vs {e}");
-    }
-    for (g, e) in grads
-        .input
-        .unwrap()
-        .iter()
-        .zip(naive_input_grad(&deep, &w, &r))
-    {
-        assert!((g - e).abs() < 1e-3, "deep input: {g} vs {e}");
-    }
+    assert_backward_matches_naive(&deep, x, &w, &r, "deep");
     // 64 input channels: the weight gradient through Winograd, the input
     // gradient (5 outputs) through im2col.
     let wide = ConvShape {
@@ -409,18 +411,7 @@ fn wide_three_by_three_layers_take_winograd() {
     let x = pseudo_random(wide.input_len(), 266);
     let w = pseudo_random(wide.weight_len(), 267);
     let r = pseudo_random(wide.conv_output_len(), 268);
-    let grads = conv2d_backward(&wide, &x, &w, &r, true);
-    for (g, e) in grads.weight.iter().zip(naive_weight_grad(&wide, &x, &r)) {
-        assert!((g - e).abs() < 1e-3, "wide weight: {g} vs {e}");
-    }
-    for (g, e) in grads
-        .input
-        .unwrap()
-        .iter()
-        .zip(naive_input_grad(&wide, &w, &r))
-    {
-        assert!((g - e).abs() < 1e-3, "wide input: {g} vs {e}");
-    }
+    assert_backward_matches_naive(&wide, &x, &w, &r, "wide");
     // The Kaggle-style CNN's first layer (one input channel) and its
     // 10×10 layer stay on im2col, as do 5×5 and strided kernels.
     let first = ConvShape {
