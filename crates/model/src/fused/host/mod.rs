@@ -44,6 +44,7 @@ pub mod pool;
 mod sum;
 #[cfg(test)]
 mod tests;
+mod tile_planes;
 mod winograd;
 
 pub use batch_norm::{

@@ -7,7 +7,8 @@
 //! (`U = G g Gᵀ`); then for each of the 16 points one GEMM multiplies
 //! `U[point]` (out × in) by `V[point]` (in × tiles), and the products are
 //! transformed back (`Y = Aᵀ M A`). The GEMMs carry the arithmetic; the
-//! transforms run over rows of tiles so they vectorise.
+//! transforms (module `tile_planes`) run over a whole plane of tiles at
+//! once so that they vectorise.
 //!
 //! The weight gradient uses the same points the other way round (the
 //! transposed algorithm, F(3×3, 2×2)): transformed input tiles times
@@ -29,6 +30,7 @@ use rayon::prelude::*;
 use super::conv::{ConvShape, images_per_job};
 use super::fill::filled;
 use super::gemm::{Matrix, gemm_f32};
+use super::tile_planes::{Planes, Points};
 
 /// Points of the transformed tile (4 × 4).
 const POINTS: usize = 16;
@@ -243,9 +245,7 @@ pub(super) fn weight_grad(shape: &ConvShape, input: &[f32], output_grad: &[f32])
 
 /// Writes `A ∂Y Aᵀ` for every 2×2 block of one image's output gradient
 /// into `scratch.products` (`[point, out_channel, tile]`, this image's
-/// tiles from column `first`), zero past an odd plane's edge. `A` is
-/// `[[1, 0], [1, 1], [1, −1], [0, −1]]`: a pair `(u, v)` becomes
-/// `(u, u + v, u − v, −v)`, down the block and then across it.
+/// tiles from column `first`), zero past an odd plane's edge.
 fn transform_grad(
     shape: &ConvShape,
     tiling: &Tiling,
@@ -253,51 +253,24 @@ fn transform_grad(
     scratch: &mut Scratch,
     first: usize,
 ) {
-    let (oh, ow, cols) = (shape.out_height(), shape.out_width(), tiling.columns);
-    let outs = shape.out_channels;
+    let size = [shape.out_height(), shape.out_width()];
     let Scratch {
         width,
         products,
-        even,
-        odd,
-        down_even,
-        down_odd,
+        planes,
         ..
     } = scratch;
-    for o in 0..outs {
-        let plane = &grad[o * oh * ow..][..oh * ow];
-        for ty in 0..tiling.rows {
-            for i in 0..2 {
-                let y = 2 * ty + i;
-                let row = (y < oh).then(|| &plane[y * ow..][..ow]);
-                split_padded_row(row, 0, &mut even[i], &mut odd[i]);
-            }
-            apply_a(
-                [&even[0], &even[1]],
-                down_even.each_mut().map(Vec::as_mut_slice),
-            );
-            apply_a(
-                [&odd[0], &odd[1]],
-                down_odd.each_mut().map(Vec::as_mut_slice),
-            );
-            let tile_rows = point_rows(products, outs, *width, o, first + ty * cols, cols);
-            for (points, (e, o)) in tile_rows
-                .into_iter()
-                .zip(down_even.iter().zip(down_odd.iter()))
-            {
-                apply_a([&e[..cols], &o[..cols]], points);
-            }
-        }
+    for (o, plane) in grad.chunks_exact(size[0] * size[1]).enumerate() {
+        let points = point_rows(
+            products,
+            shape.out_channels,
+            *width,
+            o,
+            first,
+            tiling.per_image(),
+        );
+        planes.grad_tiles(plane, size, points);
     }
-}
-
-/// `A` applied to two rows `u`, `v`, element by element: `(u, u + v,
-/// u − v, −v)`.
-fn apply_a([u, v]: [&[f32]; 2], [d0, d1, d2, d3]: [&mut [f32]; 4]) {
-    lanes(d0, u, v, |u, _| u);
-    lanes(d1, u, v, |u, v| u + v);
-    lanes(d2, u, v, |u, v| u - v);
-    lanes(d3, u, v, |_, v| -v);
 }
 
 /// `sums[point] += Ŷ[point] · V[point]ᵀ` for the 16 points: out × in,
@@ -371,12 +344,6 @@ impl Tiling {
     fn images_per_group(&self, images_per_job: usize) -> usize {
         (GEMM_TILES / self.per_image()).clamp(1, images_per_job)
     }
-
-    /// Width of a tile row's input rows once padded: the `columns` tiles
-    /// read `2 · columns + 2` input columns, from `−padding` on.
-    fn padded_width(&self) -> usize {
-        2 * self.columns + 2
-    }
 }
 
 /// A job's buffers, reused across its groups of images.
@@ -388,30 +355,18 @@ struct Scratch {
     /// `M = U · V` in the forward pass, `A ∂Y Aᵀ` in the weight
     /// gradient's, laid out `[point, out_channel, tile]`.
     products: Vec<f32>,
-    /// Four padded input rows, split into even and odd columns.
-    even: [Vec<f32>; 4],
-    odd: [Vec<f32>; 4],
-    /// The same rows combined down the tile (`Bᵀ d`).
-    down_even: [Vec<f32>; 4],
-    down_odd: [Vec<f32>; 4],
-    /// `Aᵀ M`: a row of tiles' products combined into two rows, for each
-    /// of the four columns of the tile.
-    across: [Vec<f32>; 8],
+    /// One plane's tile transforms.
+    planes: Planes,
 }
 
 impl Scratch {
     fn new(shape: &ConvShape, tiling: &Tiling, group: usize) -> Self {
         let tiles = group * tiling.per_image();
-        let half = tiling.padded_width() / 2;
         Self {
             width: tiles,
             tiles: vec![0.0; POINTS * shape.in_channels * tiles],
             products: vec![0.0; POINTS * shape.out_channels * tiles],
-            even: std::array::from_fn(|_| vec![0.0; half]),
-            odd: std::array::from_fn(|_| vec![0.0; half]),
-            down_even: std::array::from_fn(|_| vec![0.0; half]),
-            down_odd: std::array::from_fn(|_| vec![0.0; half]),
-            across: std::array::from_fn(|_| vec![0.0; tiling.columns]),
+            planes: Planes::new(tiling.rows, tiling.columns),
         }
     }
 }
@@ -445,12 +400,6 @@ fn transform_weights(weight: &[f32], out_channels: usize, in_channels: usize) ->
 
 /// Writes `V = Bᵀ d B` for every tile of one image into `scratch.tiles`
 /// (`[point, channel, tile]`, this image's tiles from column `first`).
-/// `Bᵀ` is `[[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`.
-///
-/// A row of tiles at a time, as whole-row vector operations: its four input
-/// rows are split into even and odd columns, combined down the tile (`Bᵀ d`),
-/// then across it (`· B`), where tile `j`'s columns `2j … 2j + 3` are
-/// `even[j], odd[j], even[j + 1], odd[j + 1]`.
 fn transform_input(
     shape: &ConvShape,
     tiling: &Tiling,
@@ -458,88 +407,24 @@ fn transform_input(
     scratch: &mut Scratch,
     first: usize,
 ) {
-    let (plane, cols) = (shape.height * shape.width, tiling.columns);
-    let channels = shape.in_channels;
+    let plane = shape.height * shape.width;
+    let size = [shape.height, shape.width, shape.padding];
     let Scratch {
         width,
         tiles,
-        even,
-        odd,
-        down_even,
-        down_odd,
+        planes,
         ..
     } = scratch;
-    for c in 0..channels {
-        let channel = &image[c * plane..][..plane];
-        for ty in 0..tiling.rows {
-            for (i, (even, odd)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
-                let row = (2 * ty + i)
-                    .checked_sub(shape.padding)
-                    .filter(|&y| y < shape.height)
-                    .map(|y| &channel[y * shape.width..][..shape.width]);
-                split_padded_row(row, shape.padding, even, odd);
-            }
-            // Down the tile: the four rows.
-            apply_bt(
-                even.each_ref().map(Vec::as_slice),
-                down_even.each_mut().map(Vec::as_mut_slice),
-            );
-            apply_bt(
-                odd.each_ref().map(Vec::as_slice),
-                down_odd.each_mut().map(Vec::as_mut_slice),
-            );
-            // Across it: tile j's four columns.
-            let tile_rows = point_rows(tiles, channels, *width, c, first + ty * cols, cols);
-            for (points, (e, o)) in tile_rows
-                .into_iter()
-                .zip(down_even.iter().zip(down_odd.iter()))
-            {
-                apply_bt([&e[..cols], &o[..cols], &e[1..], &o[1..]], points);
-            }
-        }
-    }
-}
-
-/// `out[j] = f(a[j], b[j])`, in a loop the compiler vectorises.
-fn lanes(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-        *o = f(a, b);
-    }
-}
-
-/// `Bᵀ` applied to four rows, element by element: `(r0 − r2, r1 + r2,
-/// r2 − r1, r1 − r3)`.
-fn apply_bt([r0, r1, r2, r3]: [&[f32]; 4], [d0, d1, d2, d3]: [&mut [f32]; 4]) {
-    lanes(d0, r0, r2, |a, b| a - b);
-    lanes(d1, r1, r2, |a, b| a + b);
-    lanes(d2, r2, r1, |a, b| a - b);
-    lanes(d3, r1, r3, |a, b| a - b);
-}
-
-/// One input row, read from column `−padding` on with zeros outside the
-/// image (all zeros for a row outside it), split into its even and odd
-/// columns.
-fn split_padded_row(row: Option<&[f32]>, padding: usize, even: &mut [f32], odd: &mut [f32]) {
-    even.fill(0.0);
-    odd.fill(0.0);
-    let Some(row) = row else { return };
-    // Padded column x + padding holds row[x]: with an even padding the
-    // row's even columns go to `even`, with an odd one to `odd`.
-    let half = padding / 2;
-    let (first, second) = if padding.is_multiple_of(2) {
-        (&mut even[half..], &mut odd[half..])
-    } else {
-        (&mut odd[half..], &mut even[half + 1..])
-    };
-    for (pair, (a, b)) in row
-        .chunks_exact(2)
-        .zip(first.iter_mut().zip(second.iter_mut()))
-    {
-        *a = pair[0];
-        *b = pair[1];
-    }
-    if row.len() % 2 == 1 {
-        first[row.len() / 2] = row[row.len() - 1];
+    for (c, channel) in image.chunks_exact(plane).enumerate() {
+        let points = point_rows(
+            tiles,
+            shape.in_channels,
+            *width,
+            c,
+            first,
+            tiling.per_image(),
+        );
+        planes.input_tiles(channel, size, points);
     }
 }
 
@@ -553,7 +438,7 @@ fn point_rows(
     channel: usize,
     start: usize,
     len: usize,
-) -> [[&mut [f32]; 4]; 4] {
+) -> Points<'_> {
     let mut points = buffer
         .chunks_exact_mut(channels * tiles)
         .map(|point| &mut point[channel * tiles + start..][..len]);
@@ -586,8 +471,7 @@ fn multiply(shape: &ConvShape, filters: &[f32], scratch: &mut Scratch, tiles: us
 }
 
 /// Writes one image's output from `M` (`scratch.products`, this image's
-/// tiles from column `first`): `Y = Aᵀ M A` plus the bias, with
-/// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, a row of tiles at a time.
+/// tiles from column `first`): `Y = Aᵀ M A` plus the bias.
 fn transform_output(
     shape: &ConvShape,
     tiling: &Tiling,
@@ -596,61 +480,18 @@ fn transform_output(
     bias: &[f32],
     image: &mut [f32],
 ) {
-    let (oh, ow, cols) = (shape.out_height(), shape.out_width(), tiling.columns);
+    let size = [shape.out_height(), shape.out_width()];
     let outs = shape.out_channels;
     let Scratch {
         width,
         products,
-        across,
+        planes,
         ..
     } = scratch;
-    for (o, plane) in image.chunks_exact_mut(oh * ow).enumerate() {
-        for ty in 0..tiling.rows {
-            let start = first + ty * cols;
-            let m: [&[f32]; POINTS] = std::array::from_fn(|point| {
-                &products[(point * outs + o) * *width + start..][..cols]
-            });
-            // Aᵀ M, column k of the tile: rows 0 + 1 + 2 and 1 − 2 − 3.
-            let (top_sums, bottom_sums) = across.split_at_mut(4);
-            for k in 0..4 {
-                sum3(&mut top_sums[k], m[k], m[4 + k], m[8 + k], 1.0);
-                sum3(&mut bottom_sums[k], m[4 + k], m[8 + k], m[12 + k], -1.0);
-            }
-            let (top, bottom) = plane[2 * ty * ow..].split_at_mut(ow);
-            write_output_row(top, top_sums, bias[o]);
-            if 2 * ty + 1 < oh {
-                write_output_row(&mut bottom[..ow], bottom_sums, bias[o]);
-            }
-        }
-    }
-}
-
-/// `out = a + b + c` with `sign = 1`, or `a − b − c` with `sign = −1`.
-fn sum3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sign: f32) {
-    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
-        *o = a + sign * (b + c);
-    }
-}
-
-/// `(Aᵀ M) A` for one output row: tile `j` writes columns `2j` (`s0 + s1 +
-/// s2`) and `2j + 1` (`s1 − s2 − s3`), the last one dropped past an odd
-/// row's end.
-fn write_output_row(out: &mut [f32], sums: &[Vec<f32>], bias: f32) {
-    let [s0, s1, s2, s3] = sums else {
-        unreachable!("four columns per tile")
-    };
-    let pairs = out.len() / 2;
-    for ((((pair, &a), &b), &c), &d) in out
-        .chunks_exact_mut(2)
-        .zip(s0.iter())
-        .zip(s1.iter())
-        .zip(s2.iter())
-        .zip(s3.iter())
-    {
-        pair[0] = a + b + c + bias;
-        pair[1] = b - c - d + bias;
-    }
-    if out.len() % 2 == 1 {
-        out[2 * pairs] = s0[pairs] + s1[pairs] + s2[pairs] + bias;
+    for (o, plane) in image.chunks_exact_mut(size[0] * size[1]).enumerate() {
+        let m: [&[f32]; POINTS] = std::array::from_fn(|point| {
+            &products[(point * outs + o) * *width + first..][..tiling.per_image()]
+        });
+        planes.output_plane(m, bias[o], plane, size);
     }
 }

@@ -1,0 +1,348 @@
+//! Winograd F(2×2, 3×3)'s tile transforms, a whole plane of tiles at a
+//! time (module `winograd` runs the GEMMs between them).
+//!
+//! A tile row holds only as many tiles as the output has column pairs (12
+//! on a 24-wide plane), too few for vector loops to pay for their set-up.
+//! So each plane is first split into *quarter planes* by the parity of its
+//! rows and columns: quarter `(ry, rx)` holds, at `i · columns + j`, the
+//! value at row `2i + ry`, column `2j + rx`. A tile's rows `2ty … 2ty + 3`
+//! are then quarter rows `ty` and `ty + 1`, and its columns `2tx … 2tx + 3`
+//! quarter columns `tx` and `tx + 1`: every step of a transform is one
+//! element-wise loop over all `rows · columns` tiles of the plane, reading
+//! the quarters shifted by a row (`columns`) or by one value.
+//!
+//! The input's tiles overlap by two columns, so the last tile of each row
+//! also reads column `columns` of its quarters, kept apart as a *side*
+//! column; a shift by one value reads the next row's first tile there
+//! instead, and the shifted copy is patched with the side.
+//!
+//! Each value goes through the same additions in the same order as the
+//! textbook row-by-row transform, so the results are bit-identical to it.
+
+use pulp::{Arch, Simd, WithSimd};
+
+/// A plane's tile grid and the buffers its transforms work in.
+pub(super) struct Planes {
+    rows: usize,
+    columns: usize,
+    /// One padded row of the plane.
+    row: Vec<f32>,
+    /// Quarter planes `[2 · ry + rx]`, `(rows + 1) · columns` values.
+    quarters: [Vec<f32>; 4],
+    /// The quarters' column `columns`, `rows + 1` values.
+    sides: [Vec<f32>; 4],
+    /// A transform's first pass, `[2 · a + rx]`: row `a` of the tile
+    /// combined down the quarters of column parity `rx`.
+    down: [Vec<f32>; 8],
+    /// The same for the side columns.
+    down_sides: [Vec<f32>; 8],
+    /// A `down` pair shifted by one tile, the side patched in.
+    next: [Vec<f32>; 2],
+}
+
+/// A tile transform's sixteen rows of points, `[row][column]` of the
+/// 4 × 4 tile, one value per tile.
+pub(super) type Points<'a> = [[&'a mut [f32]; 4]; 4];
+
+impl Planes {
+    pub(super) fn new(rows: usize, columns: usize) -> Self {
+        let tiles = rows * columns;
+        Self {
+            rows,
+            columns,
+            row: vec![0.0; 2 * columns + 2],
+            quarters: std::array::from_fn(|_| vec![0.0; tiles + columns]),
+            sides: std::array::from_fn(|_| vec![0.0; rows + 1]),
+            down: std::array::from_fn(|_| vec![0.0; tiles]),
+            down_sides: std::array::from_fn(|_| vec![0.0; rows]),
+            next: std::array::from_fn(|_| vec![0.0; tiles]),
+        }
+    }
+
+    fn tiles(&self) -> usize {
+        self.rows * self.columns
+    }
+
+    /// `V = Bᵀ d B` for every 4 × 4 tile `d` of `plane` (`height ×
+    /// width`, read from row and column `−padding` on, zero outside), into
+    /// `points`. `Bᵀ` is `[[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0],
+    /// [0, 1, 0, −1]]`.
+    pub(super) fn input_tiles(
+        &mut self,
+        plane: &[f32],
+        [height, width, padding]: [usize; 3],
+        points: Points,
+    ) {
+        Arch::new().dispatch(InputTiles {
+            planes: self,
+            plane,
+            size: [height, width, padding],
+            points,
+        });
+    }
+
+    /// `A ∂Y Aᵀ` for every 2 × 2 block `∂Y` of `plane` (`height × width`,
+    /// zero past an odd edge), into `points`. `A` is `[[1, 0], [1, 1], [1,
+    /// −1], [0, −1]]`.
+    pub(super) fn grad_tiles(
+        &mut self,
+        plane: &[f32],
+        [height, width]: [usize; 2],
+        points: Points,
+    ) {
+        Arch::new().dispatch(GradTiles {
+            planes: self,
+            plane,
+            size: [height, width],
+            points,
+        });
+    }
+
+    /// `Y = Aᵀ M A` plus `bias` for every tile's products `M` (`m`, point by
+    /// point), written into `plane` (`height × width`; outputs past an odd
+    /// edge are dropped). `Aᵀ` is `[[1, 1, 1, 0], [0, 1, −1, −1]]`.
+    pub(super) fn output_plane(
+        &mut self,
+        m: [&[f32]; 16],
+        bias: f32,
+        plane: &mut [f32],
+        [height, width]: [usize; 2],
+    ) {
+        Arch::new().dispatch(OutputPlane {
+            planes: self,
+            m,
+            bias,
+            plane,
+            size: [height, width],
+        });
+    }
+
+    /// Fills the quarters (and, with `sides`, their side columns) from
+    /// `plane`'s rows `−padding … 2 · quarter_rows − padding` and columns
+    /// from `−padding` on.
+    #[inline(always)]
+    fn split(&mut self, plane: &[f32], [height, width, padding]: [usize; 3], quarter_rows: usize) {
+        let cols = self.columns;
+        for y in 0..2 * quarter_rows {
+            self.row.fill(0.0);
+            if let Some(iy) = y.checked_sub(padding).filter(|&iy| iy < height) {
+                let len = width.min(self.row.len() - padding);
+                self.row[padding..][..len].copy_from_slice(&plane[iy * width..][..len]);
+            }
+            let (i, ry) = (y / 2, y % 2);
+            let [q0, q1, q2, q3] = &mut self.quarters;
+            let (even, odd) = if ry == 0 { (q0, q1) } else { (q2, q3) };
+            let (even, odd) = (&mut even[i * cols..][..cols], &mut odd[i * cols..][..cols]);
+            let row = &self.row[..2 * cols];
+            for j in 0..cols {
+                even[j] = row[2 * j];
+                odd[j] = row[2 * j + 1];
+            }
+            self.sides[2 * ry][i] = self.row[2 * cols];
+            self.sides[2 * ry + 1][i] = self.row[2 * cols + 1];
+        }
+    }
+}
+
+struct InputTiles<'a> {
+    planes: &'a mut Planes,
+    plane: &'a [f32],
+    size: [usize; 3],
+    points: Points<'a>,
+}
+
+impl WithSimd for InputTiles<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Self {
+            planes,
+            plane,
+            size,
+            points,
+        } = self;
+        let (rows, cols, n) = (planes.rows, planes.columns, planes.tiles());
+        planes.split(plane, size, rows + 1);
+        let Planes {
+            quarters,
+            sides,
+            down,
+            down_sides,
+            next,
+            ..
+        } = planes;
+        // Down the tile: rows 2ty … 2ty + 3 are quarter rows ty, ty + 1.
+        for rx in 0..2 {
+            let [d0, d1, d2, d3] = pick(down, rx);
+            let (top, bottom) = (&quarters[rx], &quarters[2 + rx]);
+            apply_bt(
+                [&top[..n], &bottom[..n], &top[cols..], &bottom[cols..]],
+                [d0, d1, d2, d3],
+            );
+            let [s0, s1, s2, s3] = pick(down_sides, rx);
+            let (top, bottom) = (&sides[rx], &sides[2 + rx]);
+            apply_bt(
+                [&top[..rows], &bottom[..rows], &top[1..], &bottom[1..]],
+                [s0, s1, s2, s3],
+            );
+        }
+        // Across it: tile tx's columns 2tx … 2tx + 3 are quarter columns
+        // tx, tx + 1, the last tile's second one the side.
+        for (a, points) in points.into_iter().enumerate() {
+            let (even, odd) = (down[2 * a].as_slice(), down[2 * a + 1].as_slice());
+            let [next_even, next_odd] = next.each_mut();
+            shift_in_sides(next_even, even, &down_sides[2 * a], cols);
+            shift_in_sides(next_odd, odd, &down_sides[2 * a + 1], cols);
+            apply_bt([even, odd, next_even, next_odd], points);
+        }
+    }
+}
+
+struct GradTiles<'a> {
+    planes: &'a mut Planes,
+    plane: &'a [f32],
+    size: [usize; 2],
+    points: Points<'a>,
+}
+
+impl WithSimd for GradTiles<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Self {
+            planes,
+            plane,
+            size: [height, width],
+            points,
+        } = self;
+        let (rows, n) = (planes.rows, planes.tiles());
+        planes.split(plane, [height, width, 0], rows);
+        let Planes { quarters, down, .. } = planes;
+        // Down the block, then across it.
+        for rx in 0..2 {
+            apply_a([&quarters[rx][..n], &quarters[2 + rx][..n]], pick(down, rx));
+        }
+        for (a, points) in points.into_iter().enumerate() {
+            apply_a([&down[2 * a][..n], &down[2 * a + 1][..n]], points);
+        }
+    }
+}
+
+struct OutputPlane<'a> {
+    planes: &'a mut Planes,
+    m: [&'a [f32]; 16],
+    bias: f32,
+    plane: &'a mut [f32],
+    size: [usize; 2],
+}
+
+impl WithSimd for OutputPlane<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Self {
+            planes,
+            m,
+            bias,
+            plane,
+            size: [height, width],
+        } = self;
+        let (cols, n) = (planes.columns, planes.tiles());
+        // Aᵀ M, column k of the tile: rows 0 + 1 + 2 and 1 − 2 − 3.
+        let (top, bottom) = planes.down.split_at_mut(4);
+        for k in 0..4 {
+            sum3(&mut top[k][..n], m[k], m[4 + k], m[8 + k], 1.0);
+            sum3(&mut bottom[k][..n], m[4 + k], m[8 + k], m[12 + k], -1.0);
+        }
+        for (ty, rows) in plane.chunks_mut(2 * width).enumerate() {
+            let (upper, lower) = rows.split_at_mut(width.min(rows.len()));
+            write_output_row(upper, tile_row(top, ty, cols), bias);
+            if height > 2 * ty + 1 {
+                write_output_row(lower, tile_row(bottom, ty, cols), bias);
+            }
+        }
+    }
+}
+
+/// Tile row `ty` of four per-tile buffers with rows of `columns` tiles.
+#[inline(always)]
+fn tile_row(buffers: &[Vec<f32>], ty: usize, columns: usize) -> [&[f32]; 4] {
+    std::array::from_fn(|k| &buffers[k][ty * columns..][..columns])
+}
+
+/// The four buffers `[2 · a + rx]` of column parity `rx`.
+#[inline(always)]
+fn pick(buffers: &mut [Vec<f32>; 8], rx: usize) -> [&mut [f32]; 4] {
+    let [b0, b1, b2, b3, b4, b5, b6, b7] = buffers.each_mut();
+    let [a0, a1, a2, a3] = if rx == 0 {
+        [b0, b2, b4, b6]
+    } else {
+        [b1, b3, b5, b7]
+    };
+    [a0, a1, a2, a3].map(Vec::as_mut_slice)
+}
+
+/// `next[t] = values[t + 1]`, except that the last tile of each row of
+/// `columns` reads that row's side value.
+#[inline(always)]
+fn shift_in_sides(next: &mut [f32], values: &[f32], sides: &[f32], columns: usize) {
+    let n = next.len();
+    next[..n - 1].copy_from_slice(&values[1..n]);
+    for (row, &side) in next.chunks_exact_mut(columns).zip(sides) {
+        row[columns - 1] = side;
+    }
+}
+
+/// `out[j] = f(a[j], b[j])`, in a loop the compiler vectorises.
+#[inline(always)]
+fn lanes(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = f(a, b);
+    }
+}
+
+/// `Bᵀ` applied to four rows, element by element: `(r0 − r2, r1 + r2,
+/// r2 − r1, r1 − r3)`.
+#[inline(always)]
+fn apply_bt([r0, r1, r2, r3]: [&[f32]; 4], [d0, d1, d2, d3]: [&mut [f32]; 4]) {
+    lanes(d0, r0, r2, |a, b| a - b);
+    lanes(d1, r1, r2, |a, b| a + b);
+    lanes(d2, r2, r1, |a, b| a - b);
+    lanes(d3, r1, r3, |a, b| a - b);
+}
+
+/// `A` applied to two rows `u`, `v`, element by element: `(u, u + v,
+/// u − v, −v)`.
+#[inline(always)]
+fn apply_a([u, v]: [&[f32]; 2], [d0, d1, d2, d3]: [&mut [f32]; 4]) {
+    lanes(d0, u, v, |u, _| u);
+    lanes(d1, u, v, |u, v| u + v);
+    lanes(d2, u, v, |u, v| u - v);
+    lanes(d3, u, v, |_, v| -v);
+}
+
+/// `out = a + b + c` with `sign = 1`, or `a − b − c` with `sign = −1`.
+#[inline(always)]
+fn sum3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sign: f32) {
+    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o = a + sign * (b + c);
+    }
+}
+
+/// `(Aᵀ M) A` for one output row: tile `j` writes columns `2j` (`s0 + s1 +
+/// s2`) and `2j + 1` (`s1 − s2 − s3`), the last one dropped past an odd
+/// row's end.
+#[inline(always)]
+fn write_output_row(out: &mut [f32], [s0, s1, s2, s3]: [&[f32]; 4], bias: f32) {
+    let pairs = out.len() / 2;
+    for ((((pair, &a), &b), &c), &d) in out.chunks_exact_mut(2).zip(s0).zip(s1).zip(s2).zip(s3) {
+        pair[0] = a + b + c + bias;
+        pair[1] = b - c - d + bias;
+    }
+    if out.len() % 2 == 1 {
+        out[2 * pairs] = s0[pairs] + s1[pairs] + s2[pairs] + bias;
+    }
+}
