@@ -50,12 +50,12 @@ const MIN_OUT_SIDE: usize = 12;
 
 /// Output channels below which the input gradient is faster through
 /// im2col (its Winograd form has more tiles than the forward pass).
-const MIN_GRAD_CHANNELS: usize = 64;
+const MIN_GRAD_CHANNELS: usize = 32;
 
 /// Input channels below which the weight gradient is faster through
 /// im2col: its sixteen products per tile are only `out × in`, where
 /// im2col's one is `9·in × out` and reads the unrolled images in place.
-const MIN_WEIGHT_GRAD_CHANNELS: usize = 64;
+const MIN_WEIGHT_GRAD_CHANNELS: usize = 32;
 
 /// Whether the forward pass of `shape` goes through F(2×2, 3×3): a 3×3
 /// kernel at stride 1, with enough input channels and output pixels for it
