@@ -36,8 +36,10 @@ use super::tile_planes::{Planes, Points};
 const POINTS: usize = 16;
 
 /// Tiles one round of GEMMs should cover: images with few tiles share
-/// them, so that each GEMM stays wide.
-const GEMM_TILES: usize = 512;
+/// them, so that each GEMM stays wide, but no more, so that more of a
+/// round's tiles and products are still in cache when the transforms and
+/// the GEMMs read them back.
+const GEMM_TILES: usize = 256;
 
 /// Input channels below which the 16 GEMMs are too shallow to beat
 /// im2col's one (a 1-channel input makes them rank-one updates).
