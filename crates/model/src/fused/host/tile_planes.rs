@@ -257,20 +257,30 @@ impl WithSimd for OutputPlane<'_> {
             sum3(&mut top[k][..n], m[k], m[4 + k], m[8 + k], 1.0);
             sum3(&mut bottom[k][..n], m[4 + k], m[8 + k], m[12 + k], -1.0);
         }
+        // (Aᵀ M) A: each tile's two columns of outputs, top and bottom row.
+        let [left_top, right_top, left_bottom, right_bottom] = &mut planes.quarters;
+        apply_a_t(top, bias, [&mut left_top[..n], &mut right_top[..n]]);
+        apply_a_t(
+            bottom,
+            bias,
+            [&mut left_bottom[..n], &mut right_bottom[..n]],
+        );
         for (ty, rows) in plane.chunks_mut(2 * width).enumerate() {
             let (upper, lower) = rows.split_at_mut(width.min(rows.len()));
-            write_output_row(upper, tile_row(top, ty, cols), bias);
+            interleave(
+                upper,
+                tile_row(left_top, ty, cols),
+                tile_row(right_top, ty, cols),
+            );
             if height > 2 * ty + 1 {
-                write_output_row(lower, tile_row(bottom, ty, cols), bias);
+                interleave(
+                    lower,
+                    tile_row(left_bottom, ty, cols),
+                    tile_row(right_bottom, ty, cols),
+                );
             }
         }
     }
-}
-
-/// Tile row `ty` of four per-tile buffers with rows of `columns` tiles.
-#[inline(always)]
-fn tile_row(buffers: &[Vec<f32>], ty: usize, columns: usize) -> [&[f32]; 4] {
-    std::array::from_fn(|k| &buffers[k][ty * columns..][..columns])
 }
 
 /// The four buffers `[2 · a + rx]` of column parity `rx`.
@@ -332,17 +342,37 @@ fn sum3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sign: f32) {
     }
 }
 
-/// `(Aᵀ M) A` for one output row: tile `j` writes columns `2j` (`s0 + s1 +
-/// s2`) and `2j + 1` (`s1 − s2 − s3`), the last one dropped past an odd
-/// row's end.
+/// `(Aᵀ M) A` plus `bias` across four per-tile sums `s0 … s3` (one row of
+/// `Aᵀ M`): the tile's left output `s0 + s1 + s2` and right one
+/// `s1 − s2 − s3`.
 #[inline(always)]
-fn write_output_row(out: &mut [f32], [s0, s1, s2, s3]: [&[f32]; 4], bias: f32) {
+fn apply_a_t(sums: &[Vec<f32>], bias: f32, [left, right]: [&mut [f32]; 2]) {
+    let [s0, s1, s2, s3] = [0, 1, 2, 3].map(|k| &sums[k][..left.len()]);
+    let sums = s0.iter().zip(s1).zip(s2).zip(s3);
+    for ((l, r), (((&a, &b), &c), &d)) in left.iter_mut().zip(right.iter_mut()).zip(sums) {
+        *l = a + b + c + bias;
+        *r = b - c - d + bias;
+    }
+}
+
+/// Tile row `ty` of a per-tile buffer with rows of `columns` tiles.
+#[inline(always)]
+fn tile_row(values: &[f32], ty: usize, columns: usize) -> &[f32] {
+    &values[ty * columns..][..columns]
+}
+
+/// One output row from its tiles' left and right outputs, the last right
+/// one dropped past an odd row's end.
+#[inline(always)]
+fn interleave(out: &mut [f32], left: &[f32], right: &[f32]) {
     let pairs = out.len() / 2;
-    for ((((pair, &a), &b), &c), &d) in out.chunks_exact_mut(2).zip(s0).zip(s1).zip(s2).zip(s3) {
-        pair[0] = a + b + c + bias;
-        pair[1] = b - c - d + bias;
+    let (left_pairs, right_pairs) = (&left[..pairs], &right[..pairs]);
+    let out_pairs = &mut out[..2 * pairs];
+    for j in 0..pairs {
+        out_pairs[2 * j] = left_pairs[j];
+        out_pairs[2 * j + 1] = right_pairs[j];
     }
     if out.len() % 2 == 1 {
-        out[2 * pairs] = s0[pairs] + s1[pairs] + s2[pairs] + bias;
+        out[2 * pairs] = left[pairs];
     }
 }
