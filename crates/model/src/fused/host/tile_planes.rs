@@ -376,3 +376,129 @@ fn interleave(out: &mut [f32], left: &[f32], right: &[f32]) {
         out[2 * pairs] = left[pairs];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [−1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    /// Sixteen per-tile buffers and the [`Points`] view of them.
+    fn with_points<R>(tiles: usize, f: impl FnOnce(Points) -> R) -> (R, Vec<Vec<f32>>) {
+        let mut buffers = vec![vec![f32::NAN; tiles]; 16];
+        let mut rows = buffers.iter_mut().map(Vec::as_mut_slice);
+        let points = std::array::from_fn(|_| std::array::from_fn(|_| rows.next().unwrap()));
+        (f(points), buffers)
+    }
+
+    // Odd and even sides, each padding a 3×3 convolution can take.
+    const PLANES: [([usize; 3], [usize; 2]); 4] = [
+        ([8, 8, 0], [3, 3]),
+        ([7, 9, 1], [4, 5]),
+        ([5, 6, 2], [4, 4]),
+        ([26, 26, 0], [12, 12]),
+    ];
+
+    #[test]
+    fn input_tiles_are_the_textbook_transform_bit_for_bit() {
+        for ([h, w, pad], [rows, cols]) in PLANES {
+            let plane = values(h * w, 7);
+            let at = |y: usize, x: usize| {
+                let (y, x) = (y.wrapping_sub(pad), x.wrapping_sub(pad));
+                if y < h && x < w {
+                    plane[y * w + x]
+                } else {
+                    0.0
+                }
+            };
+            let mut planes = Planes::new(rows, cols);
+            let ((), got) = with_points(rows * cols, |points| {
+                planes.input_tiles(&plane, [h, w, pad], points)
+            });
+            for (t, (ty, tx)) in (0..rows)
+                .flat_map(|y| (0..cols).map(move |x| (y, x)))
+                .enumerate()
+            {
+                let d = |i: usize, j: usize| at(2 * ty + i, 2 * tx + j);
+                let bt = |r: [f32; 4]| [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]];
+                // Down each column, then across each row.
+                let down: [[f32; 4]; 4] =
+                    std::array::from_fn(|j| bt(std::array::from_fn(|i| d(i, j))));
+                for a in 0..4 {
+                    let across = bt(std::array::from_fn(|j| down[j][a]));
+                    for b in 0..4 {
+                        assert_eq!(got[4 * a + b][t], across[b], "{h}×{w} p{pad} tile {t}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grad_tiles_are_the_textbook_transform_bit_for_bit() {
+        for ([_, _, _], [rows, cols]) in PLANES {
+            // A plane of outputs with odd sides where the tiles allow it.
+            let (h, w) = (2 * rows - rows % 2, 2 * cols - 1);
+            let plane = values(h * w, 11);
+            let at = |y: usize, x: usize| {
+                if y < h && x < w {
+                    plane[y * w + x]
+                } else {
+                    0.0
+                }
+            };
+            let mut planes = Planes::new(rows, cols);
+            let ((), got) = with_points(rows * cols, |points| {
+                planes.grad_tiles(&plane, [h, w], points)
+            });
+            for (t, (ty, tx)) in (0..rows)
+                .flat_map(|y| (0..cols).map(move |x| (y, x)))
+                .enumerate()
+            {
+                let g = |i: usize, j: usize| at(2 * ty + i, 2 * tx + j);
+                let a = |[u, v]: [f32; 2]| [u, u + v, u - v, -v];
+                let down: [[f32; 4]; 2] = std::array::from_fn(|j| a([g(0, j), g(1, j)]));
+                for i in 0..4 {
+                    let across = a([down[0][i], down[1][i]]);
+                    for j in 0..4 {
+                        assert_eq!(got[4 * i + j][t], across[j], "{h}×{w} tile {t}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn output_plane_is_the_textbook_transform_bit_for_bit() {
+        for ([_, _, _], [rows, cols]) in PLANES {
+            for (h, w) in [(2 * rows, 2 * cols), (2 * rows - 1, 2 * cols - 1)] {
+                let tiles = rows * cols;
+                let m: Vec<Vec<f32>> = (0..16).map(|p| values(tiles, 100 + p)).collect();
+                let bias = 0.375;
+                let mut plane = vec![f32::NAN; h * w];
+                let mut planes = Planes::new(rows, cols);
+                let m_rows = std::array::from_fn(|p| m[p].as_slice());
+                planes.output_plane(m_rows, bias, &mut plane, [h, w]);
+                for (y, x) in (0..h).flat_map(|y| (0..w).map(move |x| (y, x))) {
+                    let t = y / 2 * cols + x / 2;
+                    let point = |i: usize, j: usize| m[4 * i + j][t];
+                    // Aᵀ M down each column, then · A across the row.
+                    let s: [f32; 4] = std::array::from_fn(|k| match y % 2 {
+                        0 => point(0, k) + (point(1, k) + point(2, k)),
+                        _ => point(1, k) - (point(2, k) + point(3, k)),
+                    });
+                    let expected = match x % 2 {
+                        0 => s[0] + s[1] + s[2] + bias,
+                        _ => s[1] - s[2] - s[3] + bias,
+                    };
+                    assert_eq!(plane[y * w + x], expected, "{h}×{w} at ({y}, {x})");
+                }
+            }
+        }
+    }
+}
