@@ -19,6 +19,7 @@ use super::fill::filled;
 use super::gemm::{Matrix, gemm_f32};
 use super::phases;
 use super::pool::{BLOCKED, Route, pool_relu_image, route_to_maxima};
+use super::spare::Spare;
 use super::sum::lane_sum;
 use super::winograd;
 
@@ -570,16 +571,16 @@ pub(super) fn images_per_job(batch: usize) -> usize {
 /// images, and the convolution output (forward) or its gradient
 /// (backward), for `group` images.
 struct Scratch {
-    columns: Vec<f32>,
-    conv: Vec<f32>,
+    columns: Spare,
+    conv: Spare,
 }
 
 impl Scratch {
     fn new(shape: &ConvShape, group: usize) -> Self {
         let width = group * shape.out_plane();
         Self {
-            columns: vec![0.0; width * shape.patch()],
-            conv: vec![0.0; shape.out_channels * width],
+            columns: Spare::take(width * shape.patch()),
+            conv: Spare::take(shape.out_channels * width),
         }
     }
 }

@@ -41,6 +41,7 @@ mod gemm;
 pub mod norm_pool;
 mod phases;
 pub mod pool;
+mod spare;
 mod sum;
 #[cfg(test)]
 mod tests;

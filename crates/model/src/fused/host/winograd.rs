@@ -30,6 +30,7 @@ use rayon::prelude::*;
 use super::conv::{ConvShape, images_per_job};
 use super::fill::filled;
 use super::gemm::{Matrix, gemm_f32};
+use super::spare::Spare;
 use super::tile_planes::{Planes, Points};
 
 /// Points of the transformed tile (4 × 4).
@@ -353,10 +354,10 @@ struct Scratch {
     /// Tiles of a whole group: the row length of `tiles` and `products`.
     width: usize,
     /// `V`, laid out `[point, in_channel, tile]`.
-    tiles: Vec<f32>,
+    tiles: Spare,
     /// `M = U · V` in the forward pass, `A ∂Y Aᵀ` in the weight
     /// gradient's, laid out `[point, out_channel, tile]`.
-    products: Vec<f32>,
+    products: Spare,
     /// One plane's tile transforms.
     planes: Planes,
 }
@@ -366,8 +367,8 @@ impl Scratch {
         let tiles = group * tiling.per_image();
         Self {
             width: tiles,
-            tiles: vec![0.0; POINTS * shape.in_channels * tiles],
-            products: vec![0.0; POINTS * shape.out_channels * tiles],
+            tiles: Spare::take(POINTS * shape.in_channels * tiles),
+            products: Spare::take(POINTS * shape.out_channels * tiles),
             planes: Planes::new(tiling.rows, tiling.columns),
         }
     }
