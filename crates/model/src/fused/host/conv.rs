@@ -435,7 +435,7 @@ where
         Some(grads) => grads.chunks_mut(per_image_in * images).map(Some).collect(),
         None => (0..shape.batch.div_ceil(images)).map(|_| None).collect(),
     };
-    let jobs: Vec<Accumulators> = job_grads
+    let jobs: Vec<Sums> = job_grads
         .into_par_iter()
         .enumerate()
         .map(|(job, grads)| {
@@ -451,15 +451,15 @@ where
                     grads.as_mut().and_then(Iterator::next),
                 );
             }
-            acc
+            acc.into_sums()
         })
         .collect();
     // Summed in job order, not as rayon's jobs finish: the same inputs give
     // bit-identical gradients on every run (resume depends on it).
     let totals = jobs
         .into_iter()
-        .reduce(Accumulators::merge)
-        .unwrap_or_else(|| Accumulators::new(shape, 1));
+        .reduce(Sums::merge)
+        .unwrap_or_else(|| Accumulators::new(shape, 1).into_sums());
     ConvPoolGrads {
         input: input_grad,
         weight: transpose(&totals.weight_t, shape.out_channels),
@@ -603,6 +603,24 @@ impl Accumulators {
         }
     }
 
+    /// The partial sums, the scratch space dropped here: on the job's own
+    /// thread, whose spares it returns to (see `spare`).
+    fn into_sums(self) -> Sums {
+        Sums {
+            weight_t: self.weight_t,
+            bias: self.bias,
+        }
+    }
+}
+
+/// One backward job's partial sums of the weight and bias gradients.
+struct Sums {
+    /// Transposed, `[patch, out]`, as [`Accumulators`] holds it.
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Sums {
     fn merge(mut self, other: Self) -> Self {
         for (a, b) in self.weight_t.iter_mut().zip(&other.weight_t) {
             *a += b;

@@ -21,28 +21,34 @@ thread_local! {
     static KEPT_BUFFERS: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A buffer of `len` values, stale contents included, that goes back to
-/// its thread's spares when dropped.
-pub(super) struct Spare(Vec<f32>);
+/// `len` values, stale contents included, at the start of a buffer that
+/// goes back to its thread's spares when dropped.
+pub(super) struct Spare {
+    buffer: Vec<f32>,
+    len: usize,
+}
 
 impl Spare {
-    /// The thread's largest spare buffer, resized to `len` (values past
-    /// the old length are zero).
+    /// The first `len` values of the thread's largest spare buffer. The
+    /// buffer only ever grows (the new part zeroed), so a later, longer
+    /// request within what it already holds writes nothing.
     pub(super) fn take(len: usize) -> Self {
         let mut buffer = KEPT_BUFFERS
             .with_borrow_mut(|kept| {
-                let largest = (0..kept.len()).max_by_key(|&i| kept[i].capacity())?;
+                let largest = (0..kept.len()).max_by_key(|&i| kept[i].len())?;
                 Some(kept.swap_remove(largest))
             })
             .unwrap_or_default();
-        buffer.resize(len, 0.0);
-        Self(buffer)
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        Self { buffer, len }
     }
 }
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        let buffer = std::mem::take(&mut self.0);
+        let buffer = std::mem::take(&mut self.buffer);
         // During thread teardown the thread-local may be gone; the buffer
         // is then simply freed.
         let _ = KEPT_BUFFERS.try_with(|kept| {
@@ -50,7 +56,7 @@ impl Drop for Spare {
             kept.push(buffer);
             if kept.len() > KEPT {
                 let smallest = (0..kept.len())
-                    .min_by_key(|&i| kept[i].capacity())
+                    .min_by_key(|&i| kept[i].len())
                     .expect("more than KEPT buffers");
                 kept.swap_remove(smallest);
             }
@@ -59,16 +65,16 @@ impl Drop for Spare {
 }
 
 impl Deref for Spare {
-    type Target = Vec<f32>;
+    type Target = [f32];
 
-    fn deref(&self) -> &Vec<f32> {
-        &self.0
+    fn deref(&self) -> &[f32] {
+        &self.buffer[..self.len]
     }
 }
 
 impl DerefMut for Spare {
-    fn deref_mut(&mut self) -> &mut Vec<f32> {
-        &mut self.0
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buffer[..self.len]
     }
 }
 
@@ -89,15 +95,24 @@ mod tests {
     }
 
     #[test]
-    fn growing_zeroes_the_new_part_and_shrinking_keeps_the_length_asked() {
-        drop(Spare::take(10));
+    fn growing_zeroes_the_new_part_and_shorter_requests_keep_the_rest() {
+        let mut first = Spare::take(10);
+        first.fill(3.0);
+        drop(first);
         let mut grown = Spare::take(20);
         assert_eq!(grown.len(), 20);
+        assert_eq!(grown[..10], [3.0; 10]);
         assert!(grown[10..].iter().all(|&v| v == 0.0));
         grown.fill(1.0);
         drop(grown);
-        let shrunk = Spare::take(5);
-        assert_eq!(*shrunk, [1.0; 5]);
+        let mut shorter = Spare::take(5);
+        assert_eq!(*shorter, [1.0; 5]);
+        shorter.fill(2.0);
+        drop(shorter);
+        // The values past the shorter request were kept, not zeroed.
+        let again = Spare::take(20);
+        assert_eq!(again[..5], [2.0; 5]);
+        assert_eq!(again[5..], [1.0; 15]);
     }
 
     #[test]
@@ -105,7 +120,7 @@ mod tests {
         let buffers: Vec<Spare> = (1..=KEPT + 3).map(|n| Spare::take(100 * n)).collect();
         drop(buffers);
         let kept = KEPT_BUFFERS.with_borrow(|kept| {
-            let mut sizes: Vec<usize> = kept.iter().map(Vec::capacity).collect();
+            let mut sizes: Vec<usize> = kept.iter().map(Vec::len).collect();
             sizes.sort_unstable();
             sizes
         });
