@@ -27,12 +27,14 @@ pub(super) struct Planes {
     columns: usize,
     /// One padded row of the plane.
     row: Vec<f32>,
-    /// Quarter planes `[2 · ry + rx]`, `(rows + 1) · columns` values.
+    /// Quarter planes `[2 · ry + rx]`, `(rows + 1) · columns` values (the
+    /// output transform keeps its tiles' left and right outputs here).
     quarters: [Vec<f32>; 4],
     /// The quarters' column `columns`, `rows + 1` values.
     sides: [Vec<f32>; 4],
     /// A transform's first pass, `[2 · a + rx]`: row `a` of the tile
-    /// combined down the quarters of column parity `rx`.
+    /// combined down the quarters of column parity `rx` (the output
+    /// transform's `Aᵀ M`: its top row's four columns, then its bottom's).
     down: [Vec<f32>; 8],
     /// The same for the side columns.
     down_sides: [Vec<f32>; 8],
@@ -117,9 +119,9 @@ impl Planes {
         });
     }
 
-    /// Fills the quarters (and, with `sides`, their side columns) from
-    /// `plane`'s rows `−padding … 2 · quarter_rows − padding` and columns
-    /// from `−padding` on.
+    /// Fills the quarters and their side columns from `plane`'s rows
+    /// `−padding … 2 · quarter_rows − padding` and columns from `−padding`
+    /// on, zero outside the plane.
     #[inline(always)]
     fn split(&mut self, plane: &[f32], [height, width, padding]: [usize; 3], quarter_rows: usize) {
         let cols = self.columns;
