@@ -302,7 +302,7 @@ pub fn conv_pool_relu_backward(
             &routes[range(per_image_out)],
             &output_grad[range(per_image_out)],
             conv,
-            &mut acc.bias,
+            &mut acc.sums.bias,
         );
         group_gradients(
             shape,
@@ -311,7 +311,7 @@ pub fn conv_pool_relu_backward(
             &input[range(per_image_in)],
             conv,
             columns,
-            Some(&mut acc.weight_t),
+            Some(&mut acc.sums.weight_t),
             input_grad,
         );
     })
@@ -375,7 +375,7 @@ pub fn conv2d_backward(
                 }
                 &conv[..shape.out_channels * width]
             };
-            for (bias, row) in acc.bias.iter_mut().zip(conv_grad.chunks_exact(width)) {
+            for (bias, row) in acc.sums.bias.iter_mut().zip(conv_grad.chunks_exact(width)) {
                 *bias += lane_sum(row, |v| v) as f32;
             }
             group_gradients(
@@ -385,7 +385,7 @@ pub fn conv2d_backward(
                 &input[first * per_image_in..][..count * per_image_in],
                 conv_grad,
                 columns,
-                (!weight_by_winograd).then_some(&mut acc.weight_t[..]),
+                (!weight_by_winograd).then_some(&mut acc.sums.weight_t[..]),
                 input_grad,
             );
         },
@@ -459,7 +459,7 @@ where
     let totals = jobs
         .into_iter()
         .reduce(Sums::merge)
-        .unwrap_or_else(|| Accumulators::new(shape, 1).into_sums());
+        .unwrap_or_else(|| Sums::zeros(shape));
     ConvPoolGrads {
         input: input_grad,
         weight: transpose(&totals.weight_t, shape.out_channels),
@@ -588,39 +588,40 @@ impl Scratch {
 /// One backward job's scratch space and partial sums.
 struct Accumulators {
     scratch: Scratch,
-    /// The weight gradient transposed, `[patch, out]` (see
-    /// [`group_gradients`]).
-    weight_t: Vec<f32>,
-    bias: Vec<f32>,
+    sums: Sums,
 }
 
 impl Accumulators {
     fn new(shape: &ConvShape, group: usize) -> Self {
         Self {
             scratch: Scratch::new(shape, group),
-            weight_t: vec![0.0; shape.weight_len()],
-            bias: vec![0.0; shape.out_channels],
+            sums: Sums::zeros(shape),
         }
     }
 
     /// The partial sums, the scratch space dropped here: on the job's own
     /// thread, whose spares it returns to (see `spare`).
     fn into_sums(self) -> Sums {
-        Sums {
-            weight_t: self.weight_t,
-            bias: self.bias,
-        }
+        self.sums
     }
 }
 
-/// One backward job's partial sums of the weight and bias gradients.
+/// Partial sums of the weight and bias gradients.
 struct Sums {
-    /// Transposed, `[patch, out]`, as [`Accumulators`] holds it.
+    /// The weight gradient transposed, `[patch, out]` (see
+    /// [`group_gradients`]).
     weight_t: Vec<f32>,
     bias: Vec<f32>,
 }
 
 impl Sums {
+    fn zeros(shape: &ConvShape) -> Self {
+        Self {
+            weight_t: vec![0.0; shape.weight_len()],
+            bias: vec![0.0; shape.out_channels],
+        }
+    }
+
     fn merge(mut self, other: Self) -> Self {
         for (a, b) in self.weight_t.iter_mut().zip(&other.weight_t) {
             *a += b;
